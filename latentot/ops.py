@@ -1,0 +1,203 @@
+"""The raw latent operations of Agustsson et al. (Table 1 of the paper).
+
+Each one is a linear combination y = Σ_k w_k z_k of latent points, so its output's component law
+differs from the prior's; :mod:`latentot.matching` gives the distribution-matched versions.
+
+Shapes: the last axis is the latent dimension ``d``; leading axes broadcast. Coefficients
+(``t``, ``eps``) broadcast against the leading axes, so ``lerp(z0, z1, ts[:, None])`` with
+``ts`` of shape ``[n]`` and ``z0, z1`` of shape ``[m, d]`` gives ``[n, m, d]``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from latentot import _checks
+
+__all__ = [
+    "analogy",
+    "bilinear_weights",
+    "combine",
+    "grid",
+    "lerp",
+    "lerp_weights",
+    "random_walk",
+    "slerp",
+    "vicinity",
+    "vicinity_weights",
+]
+
+
+def lerp_weights(t) -> jax.Array:
+    """Weights ``[..., 2]`` = (1 - t, t) of 2-point interpolation."""
+    return jnp.stack([1 - t, t], axis=-1)
+
+
+def vicinity_weights(eps) -> jax.Array:
+    """Weights ``[..., 2]`` = (1, eps) of vicinity sampling z + eps · u."""
+    return jnp.stack([jnp.ones_like(eps), eps], axis=-1)
+
+
+def bilinear_weights(n: int, dtype=None) -> jax.Array:
+    """Weights ``[n, n, 4]`` of the 4-point grid, corners ordered TL, TR, BL, BR.
+
+    Row i runs top to bottom (v = i / (n - 1)), column j left to right (u = j / (n - 1)).
+    """
+    n = _checks.check_positive_int("n", n, minimum=2)
+    s = jnp.linspace(0, 1, n, dtype=dtype or jnp.result_type(float))
+    v, u = s[:, None], s[None, :]
+    return jnp.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], axis=-1)
+
+
+def _t(t, lead, dtype):
+    _checks.check_range("t", t, low=0.0, high=1.0)
+    return _checks.coefficient("t", t, lead, dtype)
+
+
+def _eps(eps, dtype):
+    _checks.check_range("eps", eps, low=0.0)
+    e = _checks.as_float("eps", eps)
+    if e.ndim:
+        raise ValueError(f"eps must be a scalar (vmap over it for a sweep), got shape {e.shape}")
+    return e.astype(dtype)
+
+
+def lerp(z0, z1, t) -> jax.Array:
+    """Linear interpolation (1 - t) z0 + t z1.
+
+    Args:
+      z0: ``[..., d]`` start point(s).
+      z1: ``[..., d]`` end point(s).
+      t: scalar or array broadcasting against the leading axes. A concrete t outside [0, 1]
+        raises ``ValueError``; a traced one extrapolates.
+
+    Returns:
+      ``[..., d]``, the broadcast of the leading axes of z0, z1 and t.
+    """
+    (z0, z1), lead = _checks.same_latent(("z0", "z1"), (z0, z1))
+    t = _t(t, lead, z0.dtype)[..., None]
+    return (1 - t) * z0 + t * z1
+
+
+def slerp(z0, z1, t) -> jax.Array:
+    """Spherical linear interpolation (Shoemake; White 2016).
+
+    sin((1-t)Ω)/sin Ω · z0 + sin(tΩ)/sin Ω · z1, with Ω the angle between z0 and z1. When the
+    points are (nearly) parallel or antipodal, or one is zero, sin Ω vanishes and the formula
+    becomes lerp, which is also its limit for Ω → 0.
+
+    Args:
+      z0: ``[..., d]``.
+      z1: ``[..., d]``.
+      t: as in :func:`lerp`.
+
+    Returns:
+      ``[..., d]``.
+    """
+    (z0, z1), lead = _checks.same_latent(("z0", "z1"), (z0, z1))
+    t = _t(t, lead, z0.dtype)[..., None]
+    eps = jnp.finfo(z0.dtype).eps
+    n0 = jnp.sqrt(jnp.sum(z0 * z0, -1, keepdims=True))
+    n1 = jnp.sqrt(jnp.sum(z1 * z1, -1, keepdims=True))
+    cos = jnp.sum(z0 * z1, -1, keepdims=True) / jnp.maximum(n0 * n1, jnp.finfo(z0.dtype).tiny)
+    omega = jnp.arccos(jnp.clip(cos, -1, 1))
+    sin = jnp.sin(omega)
+    degenerate = sin < jnp.sqrt(eps)
+    safe_sin = jnp.where(degenerate, 1, sin)
+    a = jnp.where(degenerate, 1 - t, jnp.sin((1 - t) * omega) / safe_sin)
+    b = jnp.where(degenerate, t, jnp.sin(t * omega) / safe_sin)
+    return a * z0 + b * z1
+
+
+def combine(zs, weights) -> jax.Array:
+    """The linear combination Σ_k weights[k] · zs[k] (n-point interpolation when Σ weights = 1).
+
+    Args:
+      zs: ``[k, ..., d]`` points.
+      weights: ``[k]``.
+
+    Returns:
+      ``[..., d]``.
+    """
+    zs = _checks.as_float("zs", zs)
+    if zs.ndim < 2:
+        raise ValueError(f"zs must be [k, ..., d] with rank >= 2, got shape {zs.shape}")
+    w = _checks.as_float("weights", weights)
+    if w.shape != (zs.shape[0],):
+        raise ValueError(
+            f"weights must have shape [k] = ({zs.shape[0]},) to match zs {zs.shape}, "
+            f"got {w.shape}"
+        )
+    return jnp.tensordot(w.astype(zs.dtype), zs, axes=1)
+
+
+def _corners(corners) -> jax.Array:
+    c = _checks.as_float("corners", corners)
+    if c.ndim != 2 or c.shape[0] != 4:
+        raise ValueError(f"corners must be [4, d] (TL, TR, BL, BR), got shape {c.shape}")
+    return c
+
+
+def grid(corners, n: int) -> jax.Array:
+    """The 4-point bilinear grid between corners.
+
+    Args:
+      corners: ``[4, d]``: top-left, top-right, bottom-left, bottom-right.
+      n: grid size (static int >= 2); the grid's corners equal ``corners``.
+
+    Returns:
+      ``[n, n, d]``.
+    """
+    c = _corners(corners)
+    w = bilinear_weights(n, c.dtype)
+    return jnp.einsum("ijk,kd->ijd", w, c)
+
+
+def analogy(za, zb, zc) -> jax.Array:
+    """The analogy zc + (zb - za): "za is to zb as zc is to ?"."""
+    (za, zb, zc), _ = _checks.same_latent(("za", "zb", "zc"), (za, zb, zc))
+    return zc + (zb - za)
+
+
+def vicinity(rng: jax.Array, prior, z, eps, num: int) -> jax.Array:
+    """Vicinity sampling z + eps · u_j with u_j drawn from the prior.
+
+    Args:
+      rng: PRNG key.
+      prior: the latent prior.
+      z: ``[..., d]`` centre(s).
+      eps: scalar >= 0 (a concrete negative eps raises ``ValueError``).
+      num: number of samples (static int >= 1).
+
+    Returns:
+      ``[num, ..., d]``.
+    """
+    _checks.check_prior(prior)
+    z = _checks.latent("z", z)
+    num = _checks.check_positive_int("num", num)
+    eps = _eps(eps, z.dtype)
+    u = prior.sample(rng, (num, *z.shape), z.dtype)
+    return z + eps * u
+
+
+def random_walk(rng: jax.Array, prior, z0, eps, steps: int) -> jax.Array:
+    """A random walk of repeated vicinity steps y_{k+1} = y_k + eps · u_k.
+
+    Args:
+      rng: PRNG key.
+      prior: the latent prior.
+      z0: ``[..., d]`` start.
+      eps: scalar step size >= 0.
+      steps: number of steps (static int >= 0).
+
+    Returns:
+      ``[steps + 1, ..., d]`` with row 0 equal to z0.
+    """
+    _checks.check_prior(prior)
+    z0 = _checks.latent("z0", z0)
+    steps = _checks.check_positive_int("steps", steps, minimum=0)
+    eps = _eps(eps, z0.dtype)
+    u = prior.sample(rng, (steps, *z0.shape), z0.dtype)
+    walk = z0 + jnp.cumsum(eps * u, axis=0)
+    return jnp.concatenate([z0[None], walk], axis=0)
