@@ -1,6 +1,49 @@
-"""latentot: optimal-transport tools for the latent spaces of generative models."""
+"""latentot: optimal-transport tools for the latent spaces of generative models.
 
+* Priors (:mod:`latentot.priors`) and the raw latent operations (:mod:`latentot.ops`).
+* Matched operations (:mod:`latentot.matching`) built on the monotone transport maps of
+  :mod:`latentot.transport` (Agustsson et al.).
+* Cauchy-linear interpolations (:mod:`latentot.cauchy`, Leśniak et al.).
+* Mismatch statistics and figures (:mod:`latentot.diagnostics`).
+* The AE-OT sampler (:mod:`latentot.aeot`, Liu et al.).
+"""
+
+from latentot.cauchy import cauchy_lerp, spherical_cauchy_lerp
+from latentot.matching import (
+    matched_analogy,
+    matched_combine,
+    matched_grid,
+    matched_lerp,
+    matched_random_walk,
+    matched_vicinity,
+)
+from latentot.ops import analogy, combine, grid, lerp, random_walk, slerp, vicinity
 from latentot.priors import Cauchy, Gaussian, Laplace, Logistic, Prior, Uniform
+from latentot.transport import TransportMap, transport_map
 
-__all__ = ["Cauchy", "Gaussian", "Laplace", "Logistic", "Prior", "Uniform"]
+__all__ = [
+    "Cauchy",
+    "Gaussian",
+    "Laplace",
+    "Logistic",
+    "Prior",
+    "TransportMap",
+    "Uniform",
+    "analogy",
+    "cauchy_lerp",
+    "combine",
+    "grid",
+    "lerp",
+    "matched_analogy",
+    "matched_combine",
+    "matched_grid",
+    "matched_lerp",
+    "matched_random_walk",
+    "matched_vicinity",
+    "random_walk",
+    "slerp",
+    "spherical_cauchy_lerp",
+    "transport_map",
+    "vicinity",
+]
 __version__ = "0.1.0"

@@ -67,7 +67,9 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
 
 def check_prior(prior, *, extra: Sequence[str] = ()) -> None:
     """Raises ``TypeError`` if ``prior`` lacks the methods of the prior protocol."""
-    missing = [m for m in (*_REQUIRED_PRIOR_METHODS, *extra) if not callable(getattr(prior, m, None))]
+    missing = [
+        m for m in (*_REQUIRED_PRIOR_METHODS, *extra) if not callable(getattr(prior, m, None))
+    ]
     if missing:
         raise TypeError(
             f"{type(prior).__name__} is not a latentot prior: it lacks {', '.join(missing)}. "
@@ -114,7 +116,7 @@ def same_latent(names: Sequence[str], arrays: Sequence) -> tuple[list[jax.Array]
 
 
 def coefficient(name: str, value, lead: tuple[int, ...], dtype) -> jax.Array:
-    """Converts an interpolation coefficient (t, eps, ...) and checks it broadcasts with ``lead``."""
+    """Converts a coefficient (t, eps, ...) and checks that it broadcasts with ``lead``."""
     c = as_float(name, value)
     try:
         jnp.broadcast_shapes(c.shape, lead)
@@ -123,6 +125,21 @@ def coefficient(name: str, value, lead: tuple[int, ...], dtype) -> jax.Array:
             f"{name} of shape {c.shape} does not broadcast with the leading axes {lead}"
         ) from None
     return c.astype(dtype)
+
+
+def interpolation_t(t, lead: tuple[int, ...], dtype) -> jax.Array:
+    """An interpolation coefficient: concrete values must lie in [0, 1]; broadcasts with lead."""
+    check_range("t", t, low=0.0, high=1.0)
+    return coefficient("t", t, lead, dtype)
+
+
+def step_size(eps, dtype) -> jax.Array:
+    """A scalar step size eps >= 0 (concrete values checked)."""
+    check_range("eps", eps, low=0.0)
+    e = as_float("eps", eps)
+    if e.ndim:
+        raise ValueError(f"eps must be a scalar (vmap over it for a sweep), got shape {e.shape}")
+    return e.astype(dtype)
 
 
 def _show(arr: np.ndarray) -> str:

@@ -14,7 +14,7 @@ from jax.scipy import special
 
 from latentot import _checks, quadrature
 
-__all__ = ["chi_cdf", "chi_icdf", "chi_sf", "norm_law"]
+__all__ = ["chi_cdf", "chi_icdf", "chi_isf", "chi_sf", "norm_law"]
 
 
 def chi_cdf(r, dim: int):
@@ -32,14 +32,10 @@ def chi_sf(r, dim: int):
 
 
 def chi_icdf(u, dim: int, *, iterations: int = 30):
-    """Quantile of the chi law with ``dim`` degrees of freedom.
-
-    Newton's method on s = log(r²/2) for log P(a, e^s) = log u in the lower half and
-    log Q(a, e^s) = log(1 - u) in the upper half (a = dim/2), started from the Wilson-Hilferty
-    approximation. Both are concave/monotone in s, so the iteration converges from that start.
+    """Quantile of the chi law with ``dim`` degrees of freedom (0 maps to 0, 1 to inf).
 
     Args:
-      u: probabilities, any shape; 0 maps to 0 and 1 to inf.
+      u: probabilities, any shape.
       dim: degrees of freedom (the latent dimension).
       iterations: Newton steps.
 
@@ -48,12 +44,33 @@ def chi_icdf(u, dim: int, *, iterations: int = 30):
     """
     dim = _checks.check_positive_int("dim", dim)
     u = _checks.as_float("u", u)
+    r = _chi_quantile(u, 1 - u, dim, iterations)
+    r = jnp.where(u <= 0, 0.0, r)
+    return jnp.where(u >= 1, jnp.inf, r).astype(u.dtype)
+
+
+def chi_isf(q, dim: int, *, iterations: int = 30):
+    """Inverse survival function of the chi law: the r with P(‖z‖ > r) = q, exact for small q."""
+    dim = _checks.check_positive_int("dim", dim)
+    q = _checks.as_float("q", q)
+    r = _chi_quantile(1 - q, q, dim, iterations)
+    r = jnp.where(q >= 1, 0.0, r)
+    return jnp.where(q <= 0, jnp.inf, r).astype(q.dtype)
+
+
+def _chi_quantile(f, s, dim, iterations):
+    """The chi quantile of a probability given as CDF value ``f`` and survival value ``s``.
+
+    Newton's method on x = log(r²/2) for log P(a, e^x) = log f in the lower half and
+    log Q(a, e^x) = log s in the upper half (a = dim/2), started from the Wilson-Hilferty
+    approximation; both are monotone and concave in x, so the iteration converges from there.
+    """
     a = dim / 2
-    tiny = jnp.finfo(u.dtype).tiny
-    upper = u > 0.5
-    p = jnp.clip(jnp.where(upper, 1 - u, u), tiny, 0.5)
+    tiny = jnp.finfo(f.dtype).tiny
+    upper = f > 0.5
+    p = jnp.clip(jnp.where(upper, s, f), tiny, 0.5)
     # Wilson-Hilferty start for the chi-square quantile, then s = log(chi2 / 2).
-    z = special.ndtri(jnp.where(upper, 1 - p, p))
+    z = jnp.where(upper, -special.ndtri(p), special.ndtri(p))
     c = 2 / (9 * dim)
     chi2 = dim * jnp.maximum(1 - c + z * jnp.sqrt(c), 0.05) ** 3
     s = jnp.log(chi2 / 2)
@@ -71,9 +88,7 @@ def chi_icdf(u, dim: int, *, iterations: int = 30):
         return s - jnp.clip(delta, -2.0, 2.0)
 
     s = jax.lax.fori_loop(0, iterations, step, s)
-    r = jnp.sqrt(2 * jnp.exp(s))
-    r = jnp.where(u <= 0, 0.0, r)
-    return jnp.where(u >= 1, jnp.inf, r).astype(u.dtype)
+    return jnp.sqrt(2 * jnp.exp(s))
 
 
 def norm_law(prior, dim: int, dtype=None) -> tuple[jax.Array, jax.Array]:

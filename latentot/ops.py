@@ -50,19 +50,6 @@ def bilinear_weights(n: int, dtype=None) -> jax.Array:
     return jnp.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], axis=-1)
 
 
-def _t(t, lead, dtype):
-    _checks.check_range("t", t, low=0.0, high=1.0)
-    return _checks.coefficient("t", t, lead, dtype)
-
-
-def _eps(eps, dtype):
-    _checks.check_range("eps", eps, low=0.0)
-    e = _checks.as_float("eps", eps)
-    if e.ndim:
-        raise ValueError(f"eps must be a scalar (vmap over it for a sweep), got shape {e.shape}")
-    return e.astype(dtype)
-
-
 def lerp(z0, z1, t) -> jax.Array:
     """Linear interpolation (1 - t) z0 + t z1.
 
@@ -76,7 +63,7 @@ def lerp(z0, z1, t) -> jax.Array:
       ``[..., d]``, the broadcast of the leading axes of z0, z1 and t.
     """
     (z0, z1), lead = _checks.same_latent(("z0", "z1"), (z0, z1))
-    t = _t(t, lead, z0.dtype)[..., None]
+    t = _checks.interpolation_t(t, lead, z0.dtype)[..., None]
     return (1 - t) * z0 + t * z1
 
 
@@ -96,7 +83,7 @@ def slerp(z0, z1, t) -> jax.Array:
       ``[..., d]``.
     """
     (z0, z1), lead = _checks.same_latent(("z0", "z1"), (z0, z1))
-    t = _t(t, lead, z0.dtype)[..., None]
+    t = _checks.interpolation_t(t, lead, z0.dtype)[..., None]
     eps = jnp.finfo(z0.dtype).eps
     n0 = jnp.sqrt(jnp.sum(z0 * z0, -1, keepdims=True))
     n1 = jnp.sqrt(jnp.sum(z1 * z1, -1, keepdims=True))
@@ -126,8 +113,7 @@ def combine(zs, weights) -> jax.Array:
     w = _checks.as_float("weights", weights)
     if w.shape != (zs.shape[0],):
         raise ValueError(
-            f"weights must have shape [k] = ({zs.shape[0]},) to match zs {zs.shape}, "
-            f"got {w.shape}"
+            f"weights must have shape [k] = ({zs.shape[0]},) to match zs {zs.shape}, got {w.shape}"
         )
     return jnp.tensordot(w.astype(zs.dtype), zs, axes=1)
 
@@ -176,7 +162,7 @@ def vicinity(rng: jax.Array, prior, z, eps, num: int) -> jax.Array:
     _checks.check_prior(prior)
     z = _checks.latent("z", z)
     num = _checks.check_positive_int("num", num)
-    eps = _eps(eps, z.dtype)
+    eps = _checks.step_size(eps, z.dtype)
     u = prior.sample(rng, (num, *z.shape), z.dtype)
     return z + eps * u
 
@@ -197,7 +183,7 @@ def random_walk(rng: jax.Array, prior, z0, eps, steps: int) -> jax.Array:
     _checks.check_prior(prior)
     z0 = _checks.latent("z0", z0)
     steps = _checks.check_positive_int("steps", steps, minimum=0)
-    eps = _eps(eps, z0.dtype)
+    eps = _checks.step_size(eps, z0.dtype)
     u = prior.sample(rng, (steps, *z0.shape), z0.dtype)
     walk = z0 + jnp.cumsum(eps * u, axis=0)
     return jnp.concatenate([z0[None], walk], axis=0)

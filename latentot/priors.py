@@ -17,8 +17,9 @@ and, optionally (the defaults are used when absent; provide them for accurate up
 * ``support``: ``(low, high)`` of one component; default ``(-inf, inf)``.
 * ``loc``, ``scale`` and ``standard()``: a location-scale family; matching then works on the
   standardised prior and maps back, and per-component (array) ``loc``/``scale`` are allowed.
-* ``norm_cdf(r, dim)`` and ``norm_icdf(u, dim)``: the exact law of ``‖z‖`` for an isotropic prior
-  (used by :func:`latentot.spherical_cauchy_lerp`).
+* ``norm_cdf(r, dim)`` and ``norm_icdf(u, dim)`` (optionally ``norm_sf``, ``norm_isf``): the
+  exact law of ``‖z - loc‖`` for an isotropic prior (used by
+  :func:`latentot.spherical_cauchy_lerp`).
 
 Priors are frozen dataclasses registered as pytrees: their parameters are data fields, so a
 prior can be passed through ``jax.jit`` and its parameters can be traced. Concrete parameters are
@@ -198,6 +199,10 @@ class Gaussian(_LocScale):
     def norm_sf(self, r, dim: int):
         """Survival of ‖z‖ for z ~ N(0, scale² I_dim), accurate in the upper tail."""
         return norms.chi_sf(_checks.as_float("r", r) / self.scale, dim)
+
+    def norm_isf(self, q, dim: int):
+        """Inverse survival of ‖z‖ for z ~ N(0, scale² I_dim), accurate for small q."""
+        return self.scale * norms.chi_isf(_checks.as_float("q", q), dim)
 
     def norm_icdf(self, u, dim: int):
         """Quantile of ‖z‖ for z ~ N(0, scale² I_dim) (see :func:`latentot.norms.chi_icdf`)."""
