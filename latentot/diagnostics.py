@@ -1,0 +1,629 @@
+"""Distribution-mismatch diagnostics and the papers' figures.
+
+Statistics (jnp, jit-friendly):
+
+* :func:`ks_distance`: Kolmogorov-Smirnov statistic of all components of a sample against a
+  prior's CDF; :func:`ks_distance_cdf` for any CDF.
+* :func:`norm_stats`: mean and variance of ‖z‖ and ‖z‖² over a sample; :func:`chi_moments`:
+  the exact mean and variance of the chi law (‖z‖ for a standard Gaussian z ∈ R^d);
+  :func:`norm_ks`: KS statistic of the sample's norms against the exact norm law of an isotropic
+  prior (the chi law for the Gaussian) or Leśniak's Observation 2.1 normal approximation
+  (:func:`latentot.norms.norm_law`).
+* :func:`mismatch_report`: KS and norm statistics of linear, spherical and matched midpoints, as
+  plain Python floats.
+
+Figure data (pure functions, ``rng`` first) and plots (matplotlib, imported lazily: install the
+``plots`` extra; each plot function returns a ``matplotlib.figure.Figure`` and works with the Agg
+backend):
+
+* Agustsson et al. Fig. 1, 2-D uniform prior midpoints: :func:`fig1_data`, :func:`plot_fig1`.
+* Agustsson et al. Fig. 2, squared norms of midpoints in d = 100: :func:`fig2_data`,
+  :func:`plot_fig2`.
+* Agustsson et al. Fig. 3, the monotone maps T_t: :func:`fig3_data`, :func:`plot_fig3`.
+* Leśniak et al. Fig. 1, norms with increasing dimension: :func:`norm_distribution_data`,
+  :func:`plot_norm_distribution`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy import special
+
+from latentot import _checks, norms, ops
+from latentot import priors as _priors
+from latentot.matching import matched_lerp
+from latentot.transport import transport_map
+
+__all__ = [
+    "MismatchReport",
+    "NormStats",
+    "chi_moments",
+    "fig1_data",
+    "fig2_data",
+    "fig3_data",
+    "ks_distance",
+    "ks_distance_cdf",
+    "midpoints",
+    "mismatch_report",
+    "norm_distribution_data",
+    "norm_ks",
+    "norm_stats",
+    "plot_fig1",
+    "plot_fig2",
+    "plot_fig3",
+    "plot_norm_distribution",
+]
+
+METHODS = ("linear", "slerp", "matched")
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics.
+
+
+def ks_distance_cdf(sample, cdf) -> jax.Array:
+    """Kolmogorov-Smirnov statistic sup_x |F_n(x) - F(x)| of all entries of ``sample``.
+
+    Args:
+      sample: any shape; all entries are pooled (flattened).
+      cdf: the reference CDF, a function acting element-wise on an array.
+
+    Returns:
+      A scalar in [0, 1] of the sample's dtype.
+    """
+    return _ks_sorted(_sorted(sample), cdf)
+
+
+def _sorted(sample) -> jax.Array:
+    """All entries of ``sample``, sorted; concrete arrays are sorted by NumPy.
+
+    XLA's CPU sort is about 100x slower than NumPy's on 10⁶ floats, so a concrete sample is
+    sorted on the host; a traced one (inside ``jit``) uses ``jnp.sort``.
+    """
+    x = _checks.as_float("sample", sample).ravel()
+    if x.shape[0] == 0:
+        raise ValueError("sample must not be empty")
+    if isinstance(x, jax.core.Tracer):
+        return jnp.sort(x)
+    return jnp.asarray(np.sort(np.asarray(x)))
+
+
+def _ks_sorted(x, cdf):
+    n = x.shape[0]
+    f = jnp.asarray(cdf(x)).astype(x.dtype)
+    i = jnp.arange(1, n + 1, dtype=x.dtype)
+    d_plus = jnp.max(i / n - f)
+    d_minus = jnp.max(f - (i - 1) / n)
+    return jnp.maximum(d_plus, d_minus)
+
+
+def ks_distance(sample, prior) -> jax.Array:
+    """KS statistic of all components of ``sample`` against the prior's component CDF.
+
+    Args:
+      sample: ``[..., d]`` (any shape); every entry is treated as one draw of a component.
+      prior: the latent prior (its ``cdf`` is used).
+
+    Returns:
+      A scalar: sup_x |F_n(x) - F_Z(x)|. For n i.i.d. draws from the prior it is about
+      0.87/√n on average (Kolmogorov); a mismatched sample gives a value that does not shrink
+      with n.
+    """
+    _checks.check_prior(prior)
+    x = _sorted(sample)
+    if _is_pytree(prior):
+        return _ks_prior_jit(x, prior)
+    return _ks_sorted(x, prior.cdf)
+
+
+def _ks_prior(x, prior):
+    return _ks_sorted(x, prior.cdf)
+
+
+_ks_prior_jit = jax.jit(_ks_prior)
+
+
+def _is_pytree(prior) -> bool:
+    """Whether ``prior`` can be a ``jax.jit`` argument (a registered pytree, e.g. a dataclass)."""
+    leaves = jax.tree_util.tree_leaves(prior)
+    return not (len(leaves) == 1 and leaves[0] is prior)
+
+
+# Observation 2.1 by quadrature: about a hundred small ops, so compile it once per prior type.
+_norm_law = jax.jit(norms.norm_law, static_argnums=(1, 2))
+
+
+class NormStats(NamedTuple):
+    """Mean and variance of ‖z‖ and of ‖z‖² over a sample (scalars)."""
+
+    mean_norm: jax.Array
+    var_norm: jax.Array
+    mean_sq_norm: jax.Array
+    var_sq_norm: jax.Array
+
+
+def norm_stats(z, *, loc=0.0) -> NormStats:
+    """Sample moments of the Euclidean norm of latent vectors.
+
+    Args:
+      z: ``[..., d]`` latent vectors (the last axis is the latent dimension).
+      loc: centre subtracted before taking norms (scalar or ``[d]``).
+
+    Returns:
+      :class:`NormStats` of ‖z - loc‖ over the leading axes (unbiased variances).
+    """
+    z = _checks.latent("z", z)
+    x = z - jnp.asarray(loc, z.dtype)
+    sq = jnp.sum(x * x, -1).ravel()
+    r = jnp.sqrt(sq)
+    ddof = 1 if sq.shape[0] > 1 else 0
+    return NormStats(jnp.mean(r), jnp.var(r, ddof=ddof), jnp.mean(sq), jnp.var(sq, ddof=ddof))
+
+
+def chi_moments(dim: int, dtype=None) -> tuple[jax.Array, jax.Array]:
+    """Exact mean and variance of the chi law with ``dim`` degrees of freedom.
+
+    E‖z‖ = √2 Γ((d+1)/2) / Γ(d/2) and Var‖z‖ = d - (E‖z‖)² for z ~ N(0, I_d). The variance
+    tends to 1/2 as d grows (Leśniak's Observation 2.1 with the correct constant).
+
+    Args:
+      dim: latent dimension d >= 1.
+      dtype: result dtype (default float).
+
+    Returns:
+      ``(mean, variance)``, scalars.
+    """
+    dim = _checks.check_positive_int("dim", dim)
+    dtype = dtype or jnp.result_type(float)
+    # The ratio of gammas in float64 NumPy-free form: exp(lgamma((d+1)/2) - lgamma(d/2)).
+    log_ratio = math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2)
+    mean = math.sqrt(2.0) * math.exp(log_ratio)
+    # d - mean² cancels for large d; use the exact identity Var = d - mean² in float64.
+    var = dim - mean * mean
+    return jnp.asarray(mean, dtype), jnp.asarray(var, dtype)
+
+
+def norm_ks(z, prior, *, law: str = "auto") -> jax.Array:
+    """KS statistic of the norms ‖z - loc‖ against the norm law of the prior.
+
+    Args:
+      z: ``[..., d]`` latent vectors.
+      prior: the latent prior.
+      law: ``"exact"``: the prior's own ``norm_cdf(r, d)`` (the chi law for the Gaussian);
+        ``"approx"``: the normal approximation of Leśniak's Observation 2.1
+        (:func:`latentot.norms.norm_law`); ``"auto"``: exact when the prior has ``norm_cdf``.
+
+    Returns:
+      A scalar KS statistic over the norms of the leading axes.
+    """
+    _checks.check_prior(prior)
+    if law not in ("auto", "exact", "approx"):
+        raise ValueError(f"law must be 'auto', 'exact' or 'approx', got {law!r}")
+    z = _checks.latent("z", z)
+    has_exact = callable(getattr(prior, "norm_cdf", None))
+    if law == "exact" and not has_exact:
+        raise ValueError(f"{type(prior).__name__} has no exact norm law (norm_cdf)")
+    exact = law == "exact" or (law == "auto" and has_exact)
+    centred = None if exact else _centred(prior)
+    if _is_pytree(prior) and (centred is None or _is_pytree(centred)):
+        return _norm_ks_jit(z, prior, centred, exact)
+    return _norm_ks(z, prior, centred, exact)
+
+
+def _norm_ks(z, prior, centred, exact):
+    dim = z.shape[-1]
+    x = z - jnp.asarray(getattr(prior, "loc", 0.0), z.dtype)
+    r = jnp.sqrt(jnp.sum(x * x, -1))
+    if exact:
+        return ks_distance_cdf(r, lambda s: prior.norm_cdf(s, dim))
+    mean, var = norms.norm_law(centred, dim, z.dtype)
+    return ks_distance_cdf(r, lambda s: special.ndtr((s - mean) / jnp.sqrt(var)))
+
+
+_norm_ks_jit = jax.jit(_norm_ks, static_argnums=3)
+
+
+def _centred(prior):
+    """The prior shifted to location 0, for the moments of ‖z - loc‖ (Observation 2.1).
+
+    Only ``icdf``/``isf`` are needed by :func:`latentot.norms.norm_law`. A per-component
+    (array) loc is not supported there: the components must be identically distributed.
+    """
+    loc = getattr(prior, "loc", 0.0)
+    arr = _checks.concrete(loc)
+    if arr is not None and np.all(arr == 0):
+        return prior
+    if jnp.ndim(loc):
+        raise ValueError("the Observation 2.1 norm law needs a scalar prior loc")
+    return _Shifted(prior, loc)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _Shifted:
+    """Z - loc for a prior Z (the part of the prior protocol used by quadrature)."""
+
+    base: Any
+    loc: Any
+
+    def sample(self, rng, shape, dtype=None):
+        x = self.base.sample(rng, shape, dtype)
+        return x - jnp.asarray(self.loc, x.dtype)
+
+    def log_prob(self, x):
+        x = _checks.as_float("x", x)
+        return self.base.log_prob(x + jnp.asarray(self.loc, x.dtype))
+
+    def cdf(self, x):
+        x = _checks.as_float("x", x)
+        return self.base.cdf(x + jnp.asarray(self.loc, x.dtype))
+
+    def icdf(self, u):
+        q = self.base.icdf(u)
+        return q - jnp.asarray(self.loc, q.dtype)
+
+    def isf(self, u):
+        q = _priors.isf(self.base, u)
+        return q - jnp.asarray(self.loc, q.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Midpoints and the mismatch report.
+
+
+def midpoints(rng: jax.Array, prior, *, dim: int, n: int, t=0.5, dtype=None) -> dict:
+    """Prior samples and the linear, spherical and matched interpolants of independent pairs.
+
+    Args:
+      rng: PRNG key.
+      prior: the latent prior.
+      dim: latent dimension d.
+      n: number of pairs.
+      t: interpolation coefficient in [0, 1] (0.5: midpoints).
+      dtype: sample dtype (default float).
+
+    Returns:
+      ``{"prior", "linear", "slerp", "matched"}`` → ``[n, d]`` arrays. ``"prior"`` holds the
+      first point of each pair.
+    """
+    _checks.check_prior(prior)
+    dim = _checks.check_positive_int("dim", dim)
+    n = _checks.check_positive_int("n", n)
+    _checks.check_range("t", t, low=0.0, high=1.0)
+    dtype = _priors._default_dtype(dtype)
+    fn = _midpoints_jit if _is_pytree(prior) else _midpoints
+    out = fn(rng, prior, dim, n, jnp.asarray(t, dtype), dtype)
+    return {k: out[k] for k in ("prior", *METHODS)}  # jit returns dicts with sorted keys
+
+
+def _midpoints(rng, prior, dim, n, t, dtype):
+    z = prior.sample(rng, (2, n, dim), dtype)
+    z0, z1 = z[0], z[1]
+    return {
+        "prior": z0,
+        "linear": ops.lerp(z0, z1, t),
+        "slerp": ops.slerp(z0, z1, t),
+        "matched": matched_lerp(prior, z0, z1, t),
+    }
+
+
+_midpoints_jit = jax.jit(_midpoints, static_argnums=(2, 3, 5))
+
+
+@dataclasses.dataclass(frozen=True)
+class MismatchReport:
+    """Mismatch statistics of interpolants, as plain Python floats.
+
+    Attributes:
+      prior: the prior's class name.
+      dim: latent dimension.
+      n: number of pairs.
+      t: interpolation coefficient.
+      rows: ``{"prior" | "linear" | "slerp" | "matched": {statistic: value}}`` with the
+        statistics ``ks`` (components against the prior's CDF), ``norm_ks`` (norms against the
+        prior's norm law), ``mean_norm``, ``var_norm``, ``mean_sq_norm``, ``var_sq_norm``.
+      norm_law: Observation 2.1's ``(mean, variance)`` of ‖z‖ (inf when Var Z² diverges).
+    """
+
+    prior: str
+    dim: int
+    n: int
+    t: float
+    rows: dict[str, dict[str, float]]
+    norm_law: tuple[float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def format(self) -> str:
+        """A fixed-width text table, one row per sample kind."""
+        keys = ("ks", "norm_ks", "mean_norm", "var_norm", "mean_sq_norm", "var_sq_norm")
+        head = f"{self.prior} prior, d = {self.dim}, n = {self.n}, t = {self.t:g}"
+        law = f"Obs. 2.1 norm law: mean {self.norm_law[0]:.4g}, variance {self.norm_law[1]:.4g}"
+        lines = [head, law, f"{'':8s}" + "".join(f"{k:>14s}" for k in keys)]
+        for name, row in self.rows.items():
+            lines.append(f"{name:8s}" + "".join(f"{row[k]:14.5g}" for k in keys))
+        return "\n".join(lines)
+
+
+def mismatch_report(
+    rng: jax.Array, prior, dim: int, n: int, *, t: float = 0.5, dtype=None
+) -> MismatchReport:
+    """KS and norm statistics of linear, SLERP and matched interpolants against the prior.
+
+    Args:
+      rng: PRNG key.
+      prior: the latent prior.
+      dim: latent dimension d.
+      n: number of independent pairs.
+      t: interpolation coefficient (default: midpoints).
+      dtype: sample dtype (default float).
+
+    Returns:
+      A :class:`MismatchReport` of Python floats.
+    """
+    data = midpoints(rng, prior, dim=dim, n=n, t=t, dtype=dtype)
+    loc = getattr(prior, "loc", 0.0)
+    law = "exact" if callable(getattr(prior, "norm_cdf", None)) else "approx"
+    nl_mean, nl_var = _norm_law(_centred(prior), dim, None)
+    finite_law = bool(np.isfinite(float(nl_var)))
+    rows = {}
+    for name, z in data.items():
+        stats = norm_stats(z, loc=jnp.asarray(loc, z.dtype))
+        row = {"ks": float(ks_distance(z, prior))}
+        row["norm_ks"] = float(norm_ks(z, prior, law=law)) if finite_law else math.nan
+        row.update({k: float(v) for k, v in stats._asdict().items()})
+        rows[name] = row
+    return MismatchReport(
+        prior=type(prior).__name__,
+        dim=int(dim),
+        n=int(n),
+        t=float(t),
+        rows=rows,
+        norm_law=(float(nl_mean), float(nl_var)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Figure data.
+
+
+def fig1_data(rng: jax.Array, *, n: int = 1_000_000, prior=None, t=0.5, dtype=None) -> dict:
+    """Agustsson et al. Fig. 1: 2-D midpoints of a uniform prior.
+
+    Linear midpoints pile up in a pyramid, SLERP midpoints form a ring with a hole at the
+    origin, and matched midpoints are uniform again.
+
+    Args:
+      rng: PRNG key.
+      n: number of pairs (the paper: 10⁶).
+      prior: the prior (default ``Uniform(-1, 1)``).
+      t: interpolation coefficient (default 0.5).
+      dtype: sample dtype.
+
+    Returns:
+      ``{"prior", "linear", "slerp", "matched"}`` → ``[n, 2]``.
+    """
+    prior = _priors.Uniform() if prior is None else prior
+    return midpoints(rng, prior, dim=2, n=n, t=t, dtype=dtype)
+
+
+def fig2_data(rng: jax.Array, prior, *, dim: int = 100, n: int = 100_000, t=0.5, dtype=None):
+    """Agustsson et al. Fig. 2: squared norms ‖y‖² of midpoints in d = 100.
+
+    Uniform(-1, 1): E‖z‖² = d/3 ≈ 33.3 for prior samples and matched midpoints, d/6 ≈ 16.7 for
+    linear ones; Gaussian: 100 and 50.
+
+    Args:
+      rng: PRNG key.
+      prior: the latent prior.
+      dim: latent dimension.
+      n: number of pairs (the paper: 10⁶).
+      t: interpolation coefficient.
+      dtype: sample dtype.
+
+    Returns:
+      ``{"prior", "linear", "slerp", "matched"}`` → ``[n]`` squared norms about the prior's loc.
+    """
+    data = midpoints(rng, prior, dim=dim, n=n, t=t, dtype=dtype)
+    out = {}
+    for name, z in data.items():
+        x = z - jnp.asarray(getattr(prior, "loc", 0.0), z.dtype)
+        out[name] = jnp.sum(x * x, -1)
+    return out
+
+
+def fig3_data(prior, *, ts: Sequence[float] = (0.05, 0.25, 0.5), y=None, num: int = 201):
+    """Agustsson et al. Fig. 3: the monotone maps T_t of linear interpolation.
+
+    Args:
+      prior: the latent prior (the paper: Uniform(-1, 1)).
+      ts: interpolation coefficients.
+      y: ``[m]`` points at which to evaluate the maps; default ``num`` points spanning the
+        prior's support (or its 0.1%-99.9% quantile range for unbounded priors).
+      num: number of default points.
+
+    Returns:
+      ``{"y": [m], "t": [len(ts)], "maps": [len(ts), m]}`` with ``maps[i] = T_{ts[i]}(y)``.
+    """
+    _checks.check_prior(prior)
+    ts = _checks.as_float("ts", ts)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(f"ts must be a non-empty 1-D sequence, got shape {ts.shape}")
+    _checks.check_range("ts", ts, low=0.0, high=1.0)
+    dtype = ts.dtype
+    if y is None:
+        num = _checks.check_positive_int("num", num, minimum=2)
+        low, high = _priors.support(prior)
+        if not (np.isfinite(np.asarray(low)).all() and np.isfinite(np.asarray(high)).all()):
+            low = prior.icdf(jnp.asarray(1e-3, dtype))
+            high = _priors.isf(prior, jnp.asarray(1e-3, dtype))
+        y = jnp.linspace(jnp.asarray(low, dtype), jnp.asarray(high, dtype), num)
+    y = _checks.as_float("y", y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D [m], got shape {y.shape}")
+    y = y.astype(dtype)
+    T = transport_map(prior, ops.lerp_weights(ts))
+    maps = T(jnp.broadcast_to(y, (ts.shape[0], y.shape[0])))
+    return {"y": y, "t": ts, "maps": maps}
+
+
+def norm_distribution_data(
+    rng: jax.Array,
+    priors: Mapping[str, Any] | Sequence[Any],
+    dims: Sequence[int],
+    *,
+    n: int = 10_000,
+    num: int = 200,
+    dtype=None,
+) -> dict:
+    """Leśniak et al. Fig. 1: norms of prior samples for increasing dimension.
+
+    For every prior and dimension: ``n`` sampled norms ‖z - loc‖, the normal approximation
+    N(√(d μ₂), σ₂²/(4 μ₂)) of Observation 2.1 (infinite for priors without a finite fourth
+    moment, e.g. the Cauchy), its density on a grid, and, where the prior has an exact norm law
+    (the chi law for the Gaussian), the exact density.
+
+    Args:
+      rng: PRNG key.
+      priors: ``{name: prior}`` or a sequence of priors (named by class).
+      dims: latent dimensions.
+      n: samples per (prior, dim) (the paper: 10,000).
+      num: grid points of the densities.
+      dtype: sample dtype.
+
+    Returns:
+      ``{name: {dim: {"norms": [n], "approx_mean", "approx_var": scalars, "r": [num],
+      "approx_pdf": [num], "exact_pdf": [num] or None}}}``. The grid ``r`` spans the sampled
+      norms' 0.5%-99.5% quantiles.
+    """
+    if not isinstance(priors, Mapping):
+        priors = {type(p).__name__: p for p in priors}
+    n = _checks.check_positive_int("n", n)
+    num = _checks.check_positive_int("num", num, minimum=2)
+    dims = [_checks.check_positive_int("dims", d) for d in dims]
+    out: dict = {}
+    keys = jax.random.split(rng, len(priors) * len(dims))
+    for i, (name, prior) in enumerate(priors.items()):
+        _checks.check_prior(prior)
+        out[name] = {}
+        for j, d in enumerate(dims):
+            z = prior.sample(keys[i * len(dims) + j], (n, d), dtype)
+            x = z - jnp.asarray(getattr(prior, "loc", 0.0), z.dtype)
+            r = jnp.sqrt(jnp.sum(x * x, -1))
+            mean, var = _norm_law(_centred(prior), d, z.dtype)
+            lo, hi = jnp.quantile(r, jnp.asarray([0.005, 0.995], r.dtype))
+            grid = jnp.linspace(lo, hi, num)
+            sd = jnp.sqrt(var)
+            approx_pdf = jnp.exp(-0.5 * ((grid - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+            approx_pdf = jnp.where(jnp.isfinite(approx_pdf), approx_pdf, 0.0).astype(r.dtype)
+            exact_pdf = None
+            if callable(getattr(prior, "norm_cdf", None)):
+                exact_pdf = jax.vmap(jax.grad(lambda s, d=d, p=prior: p.norm_cdf(s, d)))(grid)
+            out[name][d] = {
+                "norms": r,
+                "approx_mean": mean,
+                "approx_var": var,
+                "r": grid,
+                "approx_pdf": approx_pdf,
+                "exact_pdf": exact_pdf,
+            }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (matplotlib imported lazily: the ``plots`` extra).
+
+
+def _figure(nrows, ncols, *, size=3.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size * ncols, size * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+_TITLES = {"prior": "prior", "linear": "linear", "slerp": "SLERP", "matched": "matched (ours)"}
+
+
+def plot_fig1(data: Mapping[str, Any], *, bins: int = 100):
+    """2-D histograms of Agustsson Fig. 1 (``data`` from :func:`fig1_data`); returns a Figure."""
+    names = [k for k in ("prior", *METHODS) if k in data]
+    fig, axes = _figure(1, len(names))
+    lim = max(float(jnp.max(jnp.abs(data[k]))) for k in names)
+    for ax, name in zip(axes[0], names, strict=True):
+        pts = np.asarray(data[name])
+        ax.hist2d(pts[:, 0], pts[:, 1], bins=bins, range=[[-lim, lim], [-lim, lim]])
+        ax.set_title(_TITLES.get(name, name))
+        ax.set_aspect("equal")
+    fig.suptitle("2-D uniform prior: midpoints")
+    return fig
+
+
+def plot_fig2(data_by_prior: Mapping[str, Mapping[str, Any]], *, bins: int = 100):
+    """Histograms of squared midpoint norms (Agustsson Fig. 2); returns a Figure.
+
+    Args:
+      data_by_prior: ``{prior name: fig2_data(...)}``, one panel per prior.
+      bins: histogram bins.
+    """
+    fig, axes = _figure(1, len(data_by_prior), size=4.0)
+    for ax, (title, data) in zip(axes[0], data_by_prior.items(), strict=True):
+        for name in ("prior", *METHODS):
+            if name in data:
+                v = np.asarray(data[name])
+                ax.hist(v, bins=bins, density=True, histtype="step", label=_TITLES[name])
+        ax.set_title(title)
+        ax.set_xlabel("‖y‖²")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_fig3(data: Mapping[str, Any]):
+    """The monotone maps T_t(y) (Agustsson Fig. 3, ``data`` from :func:`fig3_data`)."""
+    fig, axes = _figure(1, 1, size=4.0)
+    ax = axes[0, 0]
+    y = np.asarray(data["y"])
+    for t, m in zip(np.asarray(data["t"]), np.asarray(data["maps"]), strict=True):
+        ax.plot(y, m, label=f"t = {t:g}")
+    ax.plot(y, y, color="gray", lw=0.5, ls="--", label="identity")
+    ax.set_xlabel("y")
+    ax.set_ylabel("T_t(y)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_norm_distribution(data: Mapping[str, Mapping[int, Mapping[str, Any]]], *, bins=60):
+    """Norm histograms with Obs. 2.1 and exact densities (Leśniak Fig. 1); returns a Figure.
+
+    ``data`` comes from :func:`norm_distribution_data`: one row per prior, one column per
+    dimension.
+    """
+    names = list(data)
+    dims = list(next(iter(data.values())))
+    fig, axes = _figure(len(names), len(dims), size=2.6)
+    for i, name in enumerate(names):
+        for j, d in enumerate(dims):
+            ax = axes[i, j]
+            rec = data[name][d]
+            r = np.asarray(rec["r"])
+            norms_ = np.asarray(rec["norms"])
+            ax.hist(norms_, bins=bins, range=(r[0], r[-1]), density=True, alpha=0.5)
+            if np.isfinite(float(rec["approx_var"])):
+                ax.plot(r, np.asarray(rec["approx_pdf"]), label="Obs. 2.1")
+            if rec["exact_pdf"] is not None:
+                ax.plot(r, np.asarray(rec["exact_pdf"]), ls="--", label="exact")
+            ax.set_title(f"{name}, d = {d}", fontsize="small")
+            if i == len(names) - 1:
+                ax.set_xlabel("‖z‖")
+            if i == 0 and j == 0:
+                ax.legend(fontsize="x-small")
+    return fig
