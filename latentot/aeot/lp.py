@@ -1,0 +1,385 @@
+"""The AE-OT batch LP (Liu et al., Eq. 14): Sinkhorn duals, a feasibility repair, an exact matching.
+
+Between noise ``x`` [m, d] and codes ``y`` [m, d] with uniform weights 1/m the batch LP is
+
+    max_H  mean_j H_j - mean_i H_i   s.t.  H_j - H_i <= c_ij = ½‖x_i - y_j‖².
+
+In the usual ``f_i + g_j <= c_ij`` convention of ott-jax and POT, ``f = -H_i`` and ``g = H_j``.
+Here ``phi`` is ``H_i`` (noise side) and ``psi`` is ``H_j`` (code side).
+
+Method (:func:`solve_batch`)
+----------------------------
+1. The cost matrix ``C`` [m, m] is built once, from inputs centred on their common mean (the cost
+   is translation invariant; centring removes most of the float32 cancellation in
+   ``‖x‖² + ‖y‖² - 2 x·y``).
+2. Entropic OT with ott-jax's :class:`~ott.solvers.linear.sinkhorn.Sinkhorn` in log-sum-exp mode
+   on ``Geometry(cost_matrix=C)``, with ε relative to the mean of ``C``, a geometric ε schedule
+   (start at ``epsilon_init`` × ε, decay ``epsilon_decay`` per iteration) and momentum.
+3. Feasibility repair by exact c-transforms: ``phi_i = max_j psi_j - c_ij`` then
+   ``psi_j = min_i c_ij + phi_i``. The pair is then feasible up to rounding, and each transform can
+   only raise the dual objective for the given other potential, so ``dual`` is a certified lower
+   bound on the optimal cost.
+4. The exact assignment: ott's :func:`~ott.tools.unreg.hungarian` (optax's Hungarian algorithm) on
+   the *reduced* costs ``c_ij + phi_i - psi_j >= 0``. The permutation is the same as on ``C`` (row
+   and column shifts do not change which permutation is optimal) but, with near-optimal duals,
+   the shortest augmenting path of almost every row ends at its first column, so the Hungarian
+   step costs about O(m²) instead of O(m³).
+
+Why this combination (measured on the shared 2-core CPU, float32, ``x ~ N(0, I)``,
+``y ~ N(0.5, 0.49 I)``, d = 100; noisy, repeat with ``benchmarks/aeot_lp.py``):
+
+* Hungarian alone (cold, on ``C``) is exact but slow: 0.51 s at m = 1024 against 0.015 s on the
+  reduced costs from step 3.
+* Sinkhorn alone has no exact permutation, and its raw potentials are entropic: their dual
+  objective is 1e-2 of the cost below the optimum at ε = 1e-3 × mean cost. The c-transform
+  repair brings that to 3.6e-5 of the cost (1.1e-4 of the OT gain).
+* The ε schedule does most of the work: at ε = 1e-3, threshold 1e-2, schedule from 100 ε with
+  decay 0.85 plus momentum 1.5 converges in 50 iterations (0.12-0.17 s at m = 1024, 1.25 s at
+  m = 4096) with a repaired dual gap of 3.6e-5 / 4.1e-5 of the cost. Without the schedule,
+  momentum 1.5 alone needs 220 iterations and Anderson (memory 5) 150 at threshold 1e-3.
+* Looser ε trades dual accuracy for little time: ε = 1e-2 gives a gap of 1.0e-3 of the cost
+  (3.1e-3 of the gain) and a 4x slower Hungarian step (worse warm start).
+* scipy's ``linear_sum_assignment`` on the same problems: 0.10-0.15 s at m = 1024 and 5.9 s at
+  m = 4096 (this pipeline: 1.7 s).
+* ``PointCloud`` geometry recomputes the [m, m] cost inside every Sinkhorn iteration; at
+  m = 1024, d = 100 it was ~20% slower than the stored cost matrix, which steps 3-4 need anyway.
+
+The solver is not differentiable: inputs pass through ``jax.lax.stop_gradient`` and the results
+are constants (AE-OT uses them as regression targets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ott.geometry import epsilon_scheduler, geometry
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import acceleration, sinkhorn
+from ott.tools import unreg
+
+from latentot import _checks
+
+__all__ = ["BatchLP", "solve_batch"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BatchLP:
+    """Solution of one batch LP (leading batch axes are added by ``jax.vmap``).
+
+    Attributes:
+        phi: [m] H_i on the noise side, normalised to mean 0.
+        psi: [m] H_j on the code side, shifted by the same constant as ``phi``.
+        assignment: [m] int, σ(i): the code matched to noise i (an optimal permutation).
+        cost: [] transport cost of the assignment, mean_i c_{i,σ(i)}.
+        dual: [] dual objective mean(psi) - mean(phi) of the feasible-repaired potentials.
+        dual_gap: [] ``cost - dual``, absolute (same units as the cost), >= 0 up to rounding: it
+            bounds how far ``dual`` is below the optimum (``cost`` is the optimum itself).
+        max_violation: [] max(0, max_ij psi_j - phi_i - c_ij), float rounding only.
+        marginal_error: [] L1 error of the code-side marginal of Sinkhorn's entropic plan, the
+            quantity ``threshold`` bounds (with momentum the noise side is not exact either).
+        converged: [] bool: Sinkhorn stopped on ``threshold``, ``marginal_error`` is finite and
+            <= ``threshold``, and every output is finite. The assignment is exact and the
+            potentials feasible either way; ``converged`` says whether ``dual_gap`` is as small
+            as the settings promise.
+        iterations: [] int, Sinkhorn iterations run.
+        epsilon: [] the absolute ε reached by the schedule (``epsilon`` × ``mean_cost``).
+        mean_cost: [] mean of c_ij over all pairs, the scale ε is relative to.
+    """
+
+    phi: jax.Array
+    psi: jax.Array
+    assignment: jax.Array
+    cost: jax.Array
+    dual: jax.Array
+    dual_gap: jax.Array
+    max_violation: jax.Array
+    marginal_error: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
+    epsilon: jax.Array
+    mean_cost: jax.Array
+
+
+def solve_batch(
+    x,
+    y,
+    *,
+    epsilon: float = 1e-3,
+    epsilon_init: float = 100.0,
+    epsilon_decay: float = 0.85,
+    acceleration_method: Literal["momentum", "anderson", "none"] = "momentum",
+    momentum: float = 1.5,
+    anderson_memory: int = 5,
+    threshold: float = 1e-2,
+    max_iterations: int = 2000,
+    inner_iterations: int = 10,
+) -> BatchLP:
+    """Solves the batch LP (Eq. 14) between noise ``x`` and codes ``y`` with cost ½‖x - y‖².
+
+    Sinkhorn (ott-jax) gives potentials, exact c-transforms make them feasible, and the Hungarian
+    algorithm on the reduced costs gives an exact optimal permutation; see the module docstring
+    for the measurements behind the defaults. Jittable and vmappable over leading batch axes of
+    ``x`` and ``y`` (``jax.vmap(solve_batch)(xs, ys)`` with xs, ys [B, m, d]).
+
+    Args:
+        x: [m, d] noise samples (the H_i side).
+        y: [m, d] latent codes (the H_j side). Both are cast to their common floating dtype.
+        epsilon: target entropic regularisation, relative to the mean cost; > 0.
+        epsilon_init: the schedule starts at ``epsilon_init`` × ε; >= 1 (1 disables it).
+        epsilon_decay: geometric decay of the schedule per iteration, in (0, 1].
+        acceleration_method: ``"momentum"`` (over-relaxation with ``momentum``), ``"anderson"``
+            (ott's Anderson acceleration with ``anderson_memory`` iterates; momentum is then
+            ignored) or ``"none"``.
+        momentum: over-relaxation weight in (0, 2) for ``"momentum"``.
+        anderson_memory: number of iterates mixed by ``"anderson"``; >= 1.
+        threshold: Sinkhorn stops once the L1 marginal error is below it; > 0.
+        max_iterations: cap on Sinkhorn iterations; >= 1.
+        inner_iterations: the marginal error is checked every ``inner_iterations``; >= 1.
+
+    Returns:
+        A :class:`BatchLP`.
+
+    Raises:
+        ValueError: (also under ``jax.jit``) if ``x`` or ``y`` is not of rank 2, if their shapes
+            differ, if m < 1, or if a hyperparameter is out of range; if concrete ``x`` or ``y``
+            holds NaN or inf (traced data is not checked: non-finite data then gives
+            ``converged = False``).
+    """
+    x, y = _check_points(x, y)
+    _check_hyper(epsilon, epsilon_init, epsilon_decay, momentum, threshold)
+    max_iterations = _checks.check_positive_int("max_iterations", max_iterations)
+    inner_iterations = _checks.check_positive_int("inner_iterations", inner_iterations)
+    anderson_memory = _checks.check_positive_int("anderson_memory", anderson_memory)
+    if acceleration_method not in ("momentum", "anderson", "none"):
+        raise ValueError(
+            "acceleration_method must be 'momentum', 'anderson' or 'none', "
+            f"got {acceleration_method!r}"
+        )
+    return _solve(
+        x,
+        y,
+        jnp.asarray(epsilon, x.dtype),
+        epsilon_init=float(epsilon_init),
+        epsilon_decay=float(epsilon_decay),
+        acceleration_method=acceleration_method,
+        momentum=float(momentum),
+        anderson_memory=anderson_memory,
+        threshold=float(threshold),
+        max_iterations=max_iterations,
+        inner_iterations=inner_iterations,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "epsilon_init",
+        "epsilon_decay",
+        "acceleration_method",
+        "momentum",
+        "anderson_memory",
+        "threshold",
+        "max_iterations",
+        "inner_iterations",
+    ),
+)
+def _solve(
+    x: jax.Array,
+    y: jax.Array,
+    epsilon: jax.Array,
+    *,
+    epsilon_init: float,
+    epsilon_decay: float,
+    acceleration_method: str,
+    momentum: float,
+    anderson_memory: int,
+    threshold: float,
+    max_iterations: int,
+    inner_iterations: int,
+) -> BatchLP:
+    """The pipeline of :func:`solve_batch` on checked inputs (jitted: ott's loops are closures
+    that eager mode would retrace on every call)."""
+    solver = _sinkhorn_solver(
+        acceleration_method,
+        momentum=momentum,
+        anderson_memory=anderson_memory,
+        threshold=threshold,
+        max_iterations=max_iterations,
+        inner_iterations=inner_iterations,
+    )
+    x, y = jax.lax.stop_gradient(x), jax.lax.stop_gradient(y)
+    cost_matrix = half_sq_euclidean(x, y)
+    mean_cost = jnp.mean(cost_matrix)
+    # A zero mean cost (all points equal) would give ε = 0; any positive ε solves that LP.
+    scale = jnp.maximum(mean_cost, jnp.finfo(cost_matrix.dtype).tiny)
+    eps = epsilon * scale
+    schedule = epsilon_scheduler.Epsilon(target=eps, init=epsilon_init, decay=epsilon_decay)
+    geom = geometry.Geometry(cost_matrix=cost_matrix, epsilon=schedule)
+    with _third_party_promotion():
+        out = solver(linear_problem.LinearProblem(geom))
+
+    phi, psi = repair_duals(cost_matrix, out.g)
+    assignment = exact_assignment(reduced_costs(cost_matrix, phi, psi))
+    shift = jnp.mean(phi)
+    phi, psi = phi - shift, psi - shift
+
+    m = cost_matrix.shape[0]
+    cost = jnp.mean(cost_matrix[jnp.arange(m), assignment])
+    dual = jnp.mean(psi) - jnp.mean(phi)
+    violation = jnp.maximum(jnp.max(psi[None, :] - phi[:, None] - cost_matrix), 0)
+    marginal_error = _marginal_error(out, m)
+    finite = (
+        jnp.all(jnp.isfinite(phi))
+        & jnp.all(jnp.isfinite(psi))
+        & jnp.isfinite(cost)
+        & jnp.isfinite(marginal_error)
+        & jnp.isfinite(violation)
+    )
+    return BatchLP(
+        phi=phi,
+        psi=psi,
+        assignment=assignment,
+        cost=cost,
+        dual=dual,
+        dual_gap=cost - dual,
+        max_violation=violation,
+        marginal_error=marginal_error,
+        converged=out.converged & finite & (marginal_error <= threshold),
+        iterations=jnp.asarray(out.n_iters),
+        epsilon=eps,
+        mean_cost=mean_cost,
+    )
+
+
+def half_sq_euclidean(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Returns the cost matrix c_ij = ½‖x_i - y_j‖², [m, n], from x [m, d] and y [n, d].
+
+    Both point sets are first centred on their common mean (the cost is translation invariant),
+    then ``½‖x‖² + ½‖y‖² - x·y`` is clipped at 0 to remove negative rounding.
+    """
+    centre = (jnp.sum(x, axis=0) + jnp.sum(y, axis=0)) / (x.shape[0] + y.shape[0])
+    x, y = x - centre, y - centre
+    xx = 0.5 * jnp.sum(x * x, axis=1)
+    yy = 0.5 * jnp.sum(y * y, axis=1)
+    xy = jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)
+    return jnp.maximum(xx[:, None] + yy[None, :] - xy, 0)
+
+
+def repair_duals(cost_matrix: jax.Array, psi: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Returns feasible potentials (phi, psi), H_j - H_i <= c_ij, by two exact c-transforms.
+
+    ``phi_i = max_j psi_j - c_ij`` is the smallest phi feasible with the given psi, then
+    ``psi_j = min_i c_ij + phi_i`` the largest psi feasible with that phi (the second step can
+    only raise the dual objective). Seeding from Sinkhorn's phi instead (``psi`` first) gave the
+    same dual to within 1e-6 of the cost, and further rounds change nothing (the pair is
+    c-concave after two transforms).
+
+    Args:
+        cost_matrix: [m, n] costs c_ij.
+        psi: [n] code-side potentials H_j, possibly infeasible with any phi.
+
+    Returns:
+        (phi, psi), [m] and [n], feasible up to float rounding.
+    """
+    phi = jnp.max(psi[None, :] - cost_matrix, axis=1)
+    psi = jnp.min(cost_matrix + phi[:, None], axis=0)
+    return phi, psi
+
+
+def reduced_costs(cost_matrix: jax.Array, phi: jax.Array, psi: jax.Array) -> jax.Array:
+    """Returns c_ij + phi_i - psi_j, [m, n], clipped at 0 (it is >= 0 up to rounding)."""
+    return jnp.maximum(cost_matrix + phi[:, None] - psi[None, :], 0)
+
+
+def exact_assignment(costs: jax.Array) -> jax.Array:
+    """Returns σ [m], an optimal permutation for the square ``costs`` [m, m] (Hungarian).
+
+    Runs ott's :func:`~ott.tools.unreg.hungarian` in the default float dtype (optax's
+    implementation allocates its potentials there).
+    """
+    m = costs.shape[0]
+    geom = geometry.Geometry(cost_matrix=costs.astype(jnp.result_type(float)))
+    with _third_party_promotion():
+        _, out = unreg.hungarian(geom)
+    rows, cols = out.paired_indices[0], out.paired_indices[1]
+    return jnp.zeros(m, dtype=cols.dtype).at[rows].set(cols)
+
+
+def _third_party_promotion():
+    """Standard dtype promotion for ott/optax internals (ott mixes int and float arrays).
+
+    The library itself is written for ``jax_numpy_dtype_promotion = "strict"``; every array it
+    hands to ott already has the caller's dtype, so this only relaxes ott's own arithmetic.
+    """
+    return jax.numpy_dtype_promotion("standard")
+
+
+def _marginal_error(out: sinkhorn.SinkhornOutput, m: int) -> jax.Array:
+    """L1 error of the code-side marginal of Sinkhorn's plan, sum_j |sum_i P_ij - 1/m|.
+
+    The quantity ott compares with ``threshold`` (its ``converged`` flag can be True while the
+    potentials are inf), recomputed from the returned potentials so that non-finite values show.
+    """
+    plan = out.matrix
+    target = jnp.asarray(1.0 / m, plan.dtype)
+    return jnp.sum(jnp.abs(jnp.sum(plan, axis=0) - target))
+
+
+def _sinkhorn_solver(
+    method: str,
+    *,
+    momentum: float,
+    anderson_memory: int,
+    threshold: float,
+    max_iterations: int,
+    inner_iterations: int,
+) -> sinkhorn.Sinkhorn:
+    """Builds the ott Sinkhorn solver (log-sum-exp mode, no differentiation machinery)."""
+    kwargs = {}
+    if method == "momentum":
+        kwargs["momentum"] = acceleration.Momentum(value=momentum)
+    elif method == "anderson":
+        kwargs["anderson"] = acceleration.AndersonAcceleration(memory=anderson_memory)
+    return sinkhorn.Sinkhorn(
+        lse_mode=True,
+        threshold=threshold,
+        max_iterations=max_iterations,
+        inner_iterations=inner_iterations,
+        implicit_diff=None,
+        **kwargs,
+    )
+
+
+def _check_points(x, y) -> tuple[jax.Array, jax.Array]:
+    """Validates x, y [m, d]; returns them in their common floating dtype."""
+    x = _checks.as_float("x", x)
+    y = _checks.as_float("y", y)
+    for name, z in (("x", x), ("y", y)):
+        if z.ndim != 2:
+            raise ValueError(f"{name} must have rank 2, [m, d], got shape {z.shape}")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape [m, d], got x{x.shape} and y{y.shape}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x and y need m >= 1 points, got shape {x.shape}")
+    for name, z in (("x", x), ("y", y)):
+        arr = _checks.concrete(z)
+        if arr is not None and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite, it holds NaN or inf")
+    with jax.numpy_dtype_promotion("standard"):  # an explicit, documented cast
+        dtype = jnp.promote_types(x.dtype, y.dtype)
+    return x.astype(dtype), y.astype(dtype)
+
+
+def _check_hyper(epsilon, epsilon_init, epsilon_decay, momentum, threshold) -> None:
+    """Range checks on the float hyperparameters (concrete values only)."""
+    _checks.check_range("epsilon", epsilon, low=0.0, low_open=True)
+    _checks.check_range("epsilon_init", epsilon_init, low=1.0)
+    _checks.check_range("epsilon_decay", epsilon_decay, low=0.0, high=1.0, low_open=True)
+    _checks.check_range("momentum", momentum, low=0.0, high=2.0, low_open=True, high_open=True)
+    _checks.check_range("threshold", threshold, low=0.0, low_open=True)
