@@ -124,7 +124,10 @@ def run_steps(
     try:
         for start in range(0, steps, chunk_size):
             stop = min(start + chunk_size, steps)
-            state, metrics = run_chunk(state, keys[start:stop], data)
+            # optax mixes Python floats with int32 step counts (Adam's bias correction
+            # ``b1 ** count``), which strict dtype promotion rejects: trace with standard rules.
+            with jax.numpy_dtype_promotion("standard"):
+                state, metrics = run_chunk(state, keys[start:stop], data)
             chunks.append(metrics)
             if bar is not None:
                 bar.update(stop - start)
