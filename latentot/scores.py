@@ -44,6 +44,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_features",
     "inception_score",
+    "summarize",
 ]
 
 
@@ -150,6 +151,26 @@ class Scores:
     def as_dict(self) -> dict[str, float | int]:
         """The scores as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+def summarize(runs: Any) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each score over runs (e.g. seeds).
+
+    Args:
+        runs: a non-empty sequence of :class:`Scores`.
+
+    Returns:
+        ``{"inception_score": (mean, std), "frechet_distance": ..., "coverage": ...,
+        "n": ...}``; ``std`` is the population standard deviation (0 for a single run).
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("summarize needs at least one Scores")
+    out = {}
+    for field in dataclasses.fields(Scores):
+        values = np.array([getattr(r, field.name) for r in runs], dtype=np.float64)
+        out[field.name] = (float(values.mean()), float(values.std()))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

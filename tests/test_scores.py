@@ -114,3 +114,14 @@ def test_scorer_accepts_image_grids(scorer, split):
     assert scorer.features(split.holdout_x[:7]).shape == (7, scorer.classifier.feature_dim)
     probs = scorer.probabilities(split.holdout_x[:7])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_summarize_mean_and_std():
+    runs = [scores.Scores(2.0, 1.0, 1.0, 10), scores.Scores(4.0, 3.0, 0.5, 10)]
+    summary = scores.summarize(runs)
+    assert summary["inception_score"] == pytest.approx((3.0, 1.0))
+    assert summary["frechet_distance"] == pytest.approx((2.0, 1.0))
+    assert summary["coverage"] == pytest.approx((0.75, 0.25))
+    assert summary["n"] == pytest.approx((10.0, 0.0))
+    with pytest.raises(ValueError):
+        scores.summarize([])
