@@ -1,5 +1,21 @@
 """AE-OT (Liu et al.): the batch LP, a potential network and the latent sampler z + ∇D(z)."""
 
+from latentot.aeot.checkpoint import load, save
+from latentot.aeot.datasets import eight_gaussians, eight_gaussians_report, w2_exact
 from latentot.aeot.lp import BatchLP, solve_batch
+from latentot.aeot.potential import Potential
+from latentot.aeot.sampler import Sampler
+from latentot.aeot.train import TrainingDivergedError, fit
 
 __all__ = ["BatchLP", "solve_batch"]
+__all__ += [
+    "Potential",
+    "Sampler",
+    "TrainingDivergedError",
+    "eight_gaussians",
+    "eight_gaussians_report",
+    "fit",
+    "load",
+    "save",
+    "w2_exact",
+]

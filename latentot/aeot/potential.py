@@ -1,0 +1,163 @@
+"""The AE-OT potential D: R^d → R, a Flax NNX MLP with an optional max-of-heads output.
+
+AE-OT (Liu et al., Eq. 18-19) regresses the noise-side Kantorovich potential H of each batch LP
+with a network D and generates codes as ``T(z) = z + ∇D(z)``. The exact batch potential,
+``H(x) = max_j (H_j - ½‖x - y_j‖²)``, is a maximum of smooth pieces, and the optimal map from a
+connected prior onto separated clusters is discontinuous: ∇D must jump across the cell
+boundaries. A plain smooth MLP can only approximate the jump by a ramp, and every noise sample on
+the ramp is mapped between the clusters (the "smear" that the eight-Gaussians reproduction
+measures). :class:`Potential` therefore ends, by default, in ``heads`` output units combined by a
+maximum (``temperature = 0``) or a log-sum-exp of width ``temperature``::
+
+    D(x) = max_k f_k(x),    f = Linear ∘ (act ∘ Linear)^depth (x) ∈ R^heads
+
+Each head can model the potential of one cluster; where two heads cross, ∇D jumps exactly, and an
+error δ in the head values only moves the boundary by δ / ‖∇f_k − ∇f_l‖ instead of smearing mass.
+With ``heads = 1`` it is the plain MLP of the paper.
+
+Defaults (measured on the eight Gaussians with :func:`latentot.aeot.fit` at its defaults, see
+``benchmarks/README.md`` and the report in the training docstring): ``width = 256``, ``depth = 3``,
+``activation = "relu"``, ``heads = 16``, ``temperature = 0``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["ACTIVATIONS", "Potential"]
+
+
+def _leaky_relu(x):
+    return jax.nn.leaky_relu(x, 0.2)
+
+
+#: Activations by name (names keep the potential's configuration JSON-serialisable).
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "leaky_relu": _leaky_relu,  # slope 0.2, as in the paper's MNIST/CelebA potential
+    "softplus": jax.nn.softplus,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "elu": jax.nn.elu,
+    "tanh": jnp.tanh,
+}
+
+
+class Potential(nnx.Module):
+    """MLP potential ``D: [..., d] → [...]`` with a max (or log-sum-exp) over ``heads`` outputs.
+
+    Args:
+      dim: latent dimension d.
+      width: hidden units per layer.
+      depth: number of hidden layers (``depth = 0`` gives a max of affine functions).
+      activation: a name from :data:`ACTIVATIONS`.
+      heads: number of output units combined by the maximum; 1 gives a plain MLP.
+      temperature: 0 for a hard maximum, otherwise ``τ · logsumexp(f / τ)`` (in units of D).
+      skip: add a linear map of the input to every head (``f = MLP(x) + W_s x``), so the heads
+        start as a max of affine functions, the exact form of a batch potential plus ½‖x‖².
+      output_scale: D is ``output_scale ×`` the network output; :func:`~latentot.aeot.fit` sets
+        it to the spread of the codes, so the parameters stay O(1) whatever the code scale.
+      rngs: ``nnx.Rngs`` or an integer seed for the initialisation.
+      param_dtype: dtype of the parameters.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        width: int = 256,
+        depth: int = 3,
+        activation: str = "relu",
+        heads: int = 16,
+        temperature: float = 0.0,
+        skip: bool = True,
+        output_scale: float = 1.0,
+        rngs: nnx.Rngs | int = 0,
+        param_dtype: Any = jnp.float32,
+    ):
+        for name, value, low in (("dim", dim, 1), ("width", width, 1), ("depth", depth, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"heads must be an integer >= 1, got {heads!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if not temperature >= 0.0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        if not (isinstance(output_scale, (int, float)) and output_scale > 0):
+            raise ValueError(f"output_scale must be a positive number, got {output_scale!r}")
+        if isinstance(rngs, int):
+            rngs = nnx.Rngs(rngs)
+        self.dim = dim
+        self.width = width
+        self.depth = depth
+        self.activation = activation
+        self.heads = heads
+        self.temperature = float(temperature)
+        self.skip = bool(skip)
+        self.output_scale = float(output_scale)
+        self.param_dtype = jnp.dtype(param_dtype).name
+        sizes = [dim] + [width] * depth
+        self.hidden = nnx.List(
+            [
+                nnx.Linear(a, b, rngs=rngs, param_dtype=param_dtype)
+                for a, b in itertools.pairwise(sizes)
+            ]
+        )
+        self.out = nnx.Linear(sizes[-1], heads, rngs=rngs, param_dtype=param_dtype)
+        self.linear = (
+            nnx.Linear(dim, heads, use_bias=False, rngs=rngs, param_dtype=param_dtype)
+            if skip
+            else None
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (without ``rngs``), JSON-serialisable."""
+        return {
+            "dim": self.dim,
+            "width": self.width,
+            "depth": self.depth,
+            "activation": self.activation,
+            "heads": self.heads,
+            "temperature": self.temperature,
+            "skip": self.skip,
+            "output_scale": self.output_scale,
+            "param_dtype": self.param_dtype,
+        }
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Evaluates D.
+
+        Args:
+          x: points ``[..., d]``.
+
+        Returns:
+          ``[...]``, the potential at each point.
+        """
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(f"x must have shape [..., {self.dim}], got {x.shape}")
+        act = ACTIVATIONS[self.activation]
+        h = x.astype(self.out.kernel.dtype)
+        for layer in self.hidden:
+            h = act(layer(h))
+        f = self.out(h)
+        if self.linear is not None:
+            f = f + self.linear(x.astype(f.dtype))
+        if self.heads == 1:
+            d = f[..., 0]
+        elif self.temperature == 0.0:
+            d = jnp.max(f, axis=-1)
+        else:
+            t = jnp.asarray(self.temperature, f.dtype)
+            d = t * jax.nn.logsumexp(f / t, axis=-1)
+        return d if self.output_scale == 1.0 else jnp.asarray(self.output_scale, d.dtype) * d
+
+    def gradient(self, x: jax.Array) -> jax.Array:
+        """∇D at each point: ``[..., d] → [..., d]`` (rows are independent)."""
+        return jax.grad(lambda z: jnp.sum(self(z)))(x)

@@ -1,0 +1,87 @@
+"""The AE-OT potential network."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from latentot import Gaussian, aeot
+
+
+def test_shapes_and_gradient():
+    pot = aeot.Potential(3, width=16, depth=2, heads=4, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (5, 7, 3))
+    assert pot(x).shape == (5, 7)
+    g = pot.gradient(x)
+    assert g.shape == (5, 7, 3)
+    # The gradient of each row is the gradient of that row's value alone.
+    g0 = jax.grad(lambda z: pot(z))(x[1, 2])
+    np.testing.assert_allclose(g[1, 2], g0, rtol=1e-5, atol=1e-6)
+
+
+def test_max_head_is_max_of_heads_and_its_gradient_jumps():
+    pot = aeot.Potential(2, width=8, depth=1, heads=3, rngs=nnx.Rngs(1))
+    x = jax.random.normal(jax.random.key(1), (64, 2))
+    h = jax.nn.relu(pot.hidden[0](x))
+    f = pot.out(h)
+    np.testing.assert_allclose(pot(x), f.max(-1), rtol=1e-6)
+    # The gradient is that of the winning head: exact kinks, not a ramp.
+    winner = jnp.argmax(f, -1)
+    jac = jax.vmap(jax.jacobian(lambda z: pot.out(jax.nn.relu(pot.hidden[0](z)))))(x)
+    np.testing.assert_allclose(pot.gradient(x), jac[jnp.arange(64), winner], rtol=1e-5, atol=1e-6)
+
+
+def test_soft_max_head_and_plain_mlp():
+    x = jax.random.normal(jax.random.key(2), (10, 2))
+    soft = aeot.Potential(2, width=8, depth=1, heads=3, temperature=0.5, rngs=nnx.Rngs(1))
+    hard = aeot.Potential(2, width=8, depth=1, heads=3, temperature=0.0, rngs=nnx.Rngs(1))
+    f = hard.out(jax.nn.relu(hard.hidden[0](x)))
+    np.testing.assert_allclose(soft(x), 0.5 * jax.nn.logsumexp(f / 0.5, -1), rtol=1e-5)
+    assert bool(jnp.all(soft(x) >= hard(x)))
+    plain = aeot.Potential(2, width=8, depth=2, heads=1, activation="softplus")
+    assert plain(x).shape == (10,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"width": 0}, "width"),
+        ({"depth": -1}, "depth"),
+        ({"heads": 0}, "heads"),
+        ({"activation": "swish2"}, "activation"),
+        ({"temperature": -1.0}, "temperature"),
+    ],
+)
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        aeot.Potential(2, **kwargs)
+
+
+def test_wrong_input_dimension():
+    with pytest.raises(ValueError, match="shape"):
+        aeot.Potential(3, width=4, depth=1)(jnp.ones((2, 2)))
+
+
+def test_sampler_transport_is_jittable_and_vmappable():
+    pot = aeot.Potential(2, width=16, depth=2, heads=2, rngs=nnx.Rngs(3))
+    sampler = aeot.Sampler.from_potential(pot, Gaussian())
+    z = jax.random.normal(jax.random.key(4), (32, 2))
+    t = sampler.transport(z)
+    np.testing.assert_allclose(t, z + pot.gradient(z), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(sampler.transport)(z), t, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(sampler.transport)(z), t, rtol=1e-5, atol=1e-6)
+    # As a pytree argument, too.
+    np.testing.assert_allclose(
+        jax.jit(lambda s, z: s.transport(z))(sampler, z), t, rtol=1e-5, atol=1e-6
+    )
+    s = jax.jit(sampler.sample, static_argnums=1)(jax.random.key(5), 100)
+    assert s.shape == (100, 2)
+    z5 = Gaussian().sample(jax.random.key(5), (100, 2), jnp.float32)
+    np.testing.assert_allclose(s, sampler.transport(z5), rtol=1e-5, atol=1e-5)
+
+
+def test_config_round_trip():
+    pot = aeot.Potential(4, width=8, depth=2, activation="leaky_relu", heads=5, temperature=0.1)
+    again = aeot.Potential(**pot.config)
+    assert again.config == pot.config
