@@ -9,7 +9,7 @@ import pytest
 from latentot.models import training
 
 
-def _quadratic_run(chunk_size):
+def _quadratic_run(chunk_size, progress=False):
     target = jnp.arange(3.0)
 
     def loss_fn(params, rng, data):
@@ -25,6 +25,8 @@ def _quadratic_run(chunk_size):
         target,
         steps=53,
         chunk_size=chunk_size,
+        progress=progress,
+        desc="quadratic",
     )
     return params, history
 
@@ -35,7 +37,7 @@ def test_run_steps_minimises_and_ignores_chunking():
     assert history["loss"].shape == (53,)
     assert history["loss"][-1] < 1e-2 * history["loss"][0]
     np.testing.assert_allclose(params, jnp.arange(3.0), atol=0.05)
-    params2, history2 = _quadratic_run(10)  # 5 chunks of 10 and one of 3
+    params2, history2 = _quadratic_run(10, progress=True)  # 5 chunks of 10 and one of 3
     np.testing.assert_allclose(params2, params, rtol=1e-6)
     np.testing.assert_allclose(history2["loss"], history["loss"], rtol=1e-5)
 
