@@ -289,3 +289,18 @@ def test_not_converged_is_reported():
     sigma = np.asarray(lp.assignment)
     np.testing.assert_allclose(c[np.arange(64), sigma].mean(), c[rows, cols].mean(), rtol=1e-5)
     assert float(lp.max_violation) <= 1e-5 * float(lp.mean_cost)
+
+
+def test_diverged_sinkhorn_still_gives_exact_assignment():
+    """Momentum near 2 makes Sinkhorn diverge; the outputs stay exact and feasible."""
+    x, y = _problem("clusters", 64, 5, seed=4)
+    lp = solve_batch(x, y, momentum=1.99)
+    c = _cost64(x, y)
+    rows, cols = linear_sum_assignment(c)
+    sigma = np.asarray(lp.assignment)
+    np.testing.assert_array_equal(np.sort(sigma), np.arange(64))
+    np.testing.assert_allclose(c[np.arange(64), sigma].mean(), c[rows, cols].mean(), rtol=1e-5)
+    phi, psi = np.asarray(lp.phi, np.float64), np.asarray(lp.psi, np.float64)
+    assert np.all(np.isfinite(phi)) and np.all(np.isfinite(psi))
+    assert np.max(psi[None, :] - phi[:, None] - c) <= 1e-5 * c.mean()
+    assert psi.mean() - phi.mean() <= c[rows, cols].mean() + 1e-5 * c.mean()
