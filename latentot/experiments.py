@@ -1,0 +1,462 @@
+"""The two tables of the digits experiments, with mean ± std over seeds.
+
+* :func:`liu_table`, the analogue of Liu et al.'s Table 1 (AE-OT against a VAE): scores of
+  (a) a VAE decoded from prior samples, (b) a Gaussian fitted to an autoencoder's codes and
+  decoded, (c) AE-OT (:func:`latentot.aeot.fit`) on the same codes, decoded.
+* :func:`agustsson_table`, the analogue of Agustsson et al.'s Table 2: scores of the midpoints
+  of 2-point and 4-point interpolation (linear, SLERP, matched) under a uniform-prior and a
+  Gaussian-prior WGAN-GP generator, against the generators' prior samples.
+
+Both tables carry held-out real digits as the reference row, and every row is scored by the
+same :class:`latentot.scores.DigitsScorer` on batches of the same size (the Fréchet distance is
+biased by the batch size). Each seed retrains every model from its own key and draws its own
+samples; the scorer (the measuring instrument) and the data split stay fixed, so the reference
+row has zero spread. Budgets (training steps, latent sizes, batch size) are collected in
+:class:`Budget`; :meth:`Budget.fast` is the seconds-long budget of the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latentot import aeot, models, ops, scores
+from latentot import priors as _priors
+from latentot.matching import matched_combine, matched_lerp
+
+__all__ = [
+    "METHODS",
+    "REFERENCE_ROW",
+    "AgustssonModels",
+    "Budget",
+    "LiuModels",
+    "Table",
+    "agustsson_table",
+    "fit_gaussian",
+    "interpolation_midpoints",
+    "liu_table",
+]
+
+#: Interpolation methods of the Agustsson table.
+METHODS = ("linear", "slerp", "matched")
+#: Name of the reference row (held-out real digits) in both tables.
+REFERENCE_ROW = "real digits (held out)"
+
+#: A generator of images: ``(rng, n) -> [n, 64]``.
+ImageSampler = Callable[[jax.Array, int], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Model sizes and training budgets of the experiments.
+
+    Attributes:
+        classifier_steps: steps of the scoring classifier.
+        autoencoder_steps: steps of the autoencoder whose codes AE-OT and the Gaussian fit model.
+        vae_steps: steps of the VAE.
+        gan_steps: generator steps of each WGAN-GP (5 critic steps each).
+        aeot_steps: AE-OT training steps.
+        aeot_batch_size: AE-OT batch LP size.
+        latent_dim: latent dimension of the autoencoder and of the VAE.
+        gan_latent_dim: latent dimension of the two WGAN-GP generators.
+        n_samples: images per scored batch (every row of a table uses the same size).
+
+    The defaults keep ``latentot demo`` (three seeds of both tables) within about five CPU
+    minutes. AE-OT gets a smaller budget than :func:`latentot.aeot.fit`'s defaults (3000 steps
+    of batch 512, about 110 s CPU on the 8-d codes of the digits on a 2-core machine, against
+    about 30 s for 2000 steps of batch 256, whose samples score close: inception 8.3 vs 8.7).
+    """
+
+    classifier_steps: int = 2000
+    autoencoder_steps: int = 3000
+    vae_steps: int = 4000
+    gan_steps: int = 3000
+    aeot_steps: int = 2000
+    aeot_batch_size: int = 256
+    latent_dim: int = 8
+    gan_latent_dim: int = 32
+    n_samples: int = 300
+
+    @classmethod
+    def fast(cls) -> Budget:
+        """A budget of seconds, for tests and the notebook's fast mode (poor models)."""
+        return cls(
+            classifier_steps=300,
+            autoencoder_steps=300,
+            vae_steps=300,
+            gan_steps=150,
+            aeot_steps=60,
+            aeot_batch_size=256,
+            n_samples=300,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        """The budget as a plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Scores per row and seed, with mean ± std summaries and a markdown rendering.
+
+    Attributes:
+        title: caption of the table.
+        rows: ``{row name: (Scores of seed 0, Scores of seed 1, ...)}`` in display order.
+        baselines: ``{row name: baseline row}``: rows whose inception score is also shown as a
+            relative change from their baseline (e.g. midpoints against prior samples).
+        settings: the settings the table was measured with (JSON-ready).
+    """
+
+    title: str
+    rows: Mapping[str, tuple[scores.Scores, ...]]
+    baselines: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """``{row: {score: (mean, std)}}`` over seeds (see :func:`latentot.scores.summarize`)."""
+        return {name: scores.summarize(runs) for name, runs in self.rows.items()}
+
+    def relative_change(self, row: str) -> float | None:
+        """Relative change of the mean inception score of ``row`` from its baseline, or None."""
+        base = self.baselines.get(row)
+        if base is None:
+            return None
+        ref = scores.summarize(self.rows[base])["inception_score"][0]
+        value = scores.summarize(self.rows[row])["inception_score"][0]
+        return value / ref - 1.0
+
+    def markdown(self) -> str:
+        """The table in GitHub markdown: mean ± std of every score over the seeds."""
+        summary = self.summary()
+        seeds = max(len(r) for r in self.rows.values())
+        lines = [
+            f"**{self.title}** (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})",
+            "",
+            "| | inception score ↑ | Δ IS | Fréchet distance ↓ | coverage ↑ |",
+            "|---|---|---|---|---|",
+        ]
+        for name, s in summary.items():
+            change = self.relative_change(name)
+            delta = "" if change is None else f"{100 * change:+.0f}%"
+            lines.append(
+                f"| {name} | {_pm(s['inception_score'], 2)} | {delta} | "
+                f"{_pm(s['frechet_distance'], 2)} | {_pm(s['coverage'], 2)} |"
+            )
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the title, settings, per-seed scores, summaries and changes."""
+        return {
+            "title": self.title,
+            "settings": dict(self.settings),
+            "rows": {
+                name: {
+                    "runs": [s.as_dict() for s in runs],
+                    "mean": {k: v[0] for k, v in scores.summarize(runs).items()},
+                    "std": {k: v[1] for k, v in scores.summarize(runs).items()},
+                    "baseline": self.baselines.get(name),
+                    "inception_change": self.relative_change(name),
+                }
+                for name, runs in self.rows.items()
+            },
+        }
+
+
+def _pm(mean_std: tuple[float, float], digits: int) -> str:
+    mean, std = mean_std
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Liu et al., Table 1: VAE vs Gaussian fit vs AE-OT on autoencoder codes.
+
+
+@dataclasses.dataclass(frozen=True)
+class LiuModels:
+    """The models of one seed of :func:`liu_table`.
+
+    Attributes:
+        autoencoder: the trained :class:`latentot.models.Autoencoder`.
+        vae: the trained :class:`latentot.models.VAE`.
+        codes: the autoencoder's codes of the training digits ``[N, latent_dim]``.
+        gaussian: ``(mean [d], cholesky factor [d, d])`` of the Gaussian fitted to the codes.
+        sampler: the AE-OT :class:`latentot.aeot.Sampler` fitted to the codes.
+    """
+
+    autoencoder: models.Autoencoder
+    vae: models.VAE
+    codes: jax.Array
+    gaussian: tuple[jax.Array, jax.Array]
+    sampler: aeot.Sampler
+
+    def gaussian_codes(self, rng: jax.Array, n: int) -> jax.Array:
+        """``n`` codes ``[n, d]`` drawn from the Gaussian fitted to the codes."""
+        mean, chol = self.gaussian
+        eps = jax.random.normal(rng, (n, mean.shape[0]), mean.dtype)
+        return mean + eps @ chol.T
+
+    def generators(self) -> dict[str, ImageSampler]:
+        """``{row name: (rng, n) -> images [n, 64]}`` for the three generators of the table."""
+        ae = self.autoencoder
+        return {
+            "(a) VAE, prior samples": self.vae.sample,
+            "(b) Gaussian fit to AE codes": lambda r, n: ae.decode(self.gaussian_codes(r, n)),
+            "(c) AE-OT on AE codes": lambda r, n: ae.decode(self.sampler.sample(r, n)),
+        }
+
+
+def fit_gaussian(codes: Any, *, ridge: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+    """Maximum-likelihood Gaussian of codes ``[N, d]``: ``(mean [d], Cholesky factor [d, d])``.
+
+    The covariance is estimated in float64 with ``ridge`` times its mean variance added to the
+    diagonal (so a degenerate code distribution still has a factor); the results have the codes'
+    dtype.
+    """
+    c = np.asarray(codes, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] < 2:
+        raise ValueError(f"codes must be [N, d] with N >= 2, got shape {c.shape}")
+    cov = np.cov(c, rowvar=False).reshape(c.shape[1], c.shape[1])
+    cov += ridge * max(float(np.mean(np.diag(cov))), 1e-30) * np.eye(c.shape[1])
+    dtype = jnp.asarray(codes).dtype
+    return jnp.asarray(c.mean(axis=0), dtype), jnp.asarray(np.linalg.cholesky(cov), dtype)
+
+
+def train_liu_models(
+    rng: jax.Array, split: models.DigitsSplit, *, budget: Budget, progress: bool = False
+) -> LiuModels:
+    """Trains the autoencoder, the VAE, the Gaussian fit and AE-OT of one seed."""
+    ae_rng, vae_rng, ot_rng = jax.random.split(rng, 3)
+    ae, _ = models.train_autoencoder(
+        ae_rng,
+        split.train_x,
+        latent_dim=budget.latent_dim,
+        steps=budget.autoencoder_steps,
+        progress=progress,
+    )
+    vae, _ = models.train_vae(
+        vae_rng,
+        split.train_x,
+        latent_dim=budget.latent_dim,
+        steps=budget.vae_steps,
+        progress=progress,
+    )
+    codes = ae.encode(split.train_x)
+    sampler = aeot.fit(
+        ot_rng,
+        codes,
+        steps=budget.aeot_steps,
+        batch_size=min(budget.aeot_batch_size, codes.shape[0]),
+        progress=progress,
+    )
+    return LiuModels(ae, vae, codes, fit_gaussian(codes), sampler)
+
+
+def liu_table(
+    rng: jax.Array,
+    split: models.DigitsSplit,
+    scorer: scores.DigitsScorer,
+    *,
+    seeds: int = 3,
+    budget: Budget | None = None,
+    progress: bool = False,
+) -> tuple[Table, LiuModels]:
+    """The Liu et al. Table 1 analogue: VAE vs Gaussian fit vs AE-OT on autoencoder codes.
+
+    For each seed (key ``fold_in(rng, seed)``) the autoencoder, the VAE and AE-OT are trained
+    from scratch and each generator is scored on ``budget.n_samples`` fresh images. Two reference
+    rows are scored with the same batch size: held-out real digits, and the autoencoder's
+    reconstructions of them (the best any sampler of the codes can do through this decoder).
+
+    Args:
+        rng: PRNG key of the whole table.
+        split: the digits split; models train on ``split.train_x``.
+        scorer: the scorer (fitted on the same split).
+        seeds: number of seeds.
+        budget: model sizes and steps (default :class:`Budget`).
+        progress: show progress bars.
+
+    Returns:
+        ``(table, models of the first seed)``.
+    """
+    budget = Budget() if budget is None else budget
+    seeds = _check_seeds(seeds)
+    holdout = _holdout(split, budget.n_samples)
+    rows: dict[str, list[scores.Scores]] = {REFERENCE_ROW: []}
+    recon_row = "AE reconstructions of held-out digits"
+    first = None
+    for seed in _seed_range(seeds, progress, "Liu table"):
+        key = jax.random.fold_in(rng, seed)
+        train_key, sample_key = jax.random.split(key)
+        liu = train_liu_models(train_key, split, budget=budget, progress=progress)
+        if first is None:
+            first = liu
+        rows[REFERENCE_ROW].append(scorer.score(holdout))
+        rows.setdefault(recon_row, []).append(scorer.score(liu.autoencoder(holdout)))
+        gens = liu.generators()
+        keys = jax.random.split(sample_key, len(gens))
+        for k, (name, gen) in zip(keys, gens.items(), strict=True):
+            rows.setdefault(name, []).append(scorer.score(gen(k, budget.n_samples)))
+    table = Table(
+        title="Liu et al. Table 1 analogue: sampling the latent space of an autoencoder",
+        rows={k: tuple(v) for k, v in rows.items()},
+        settings={"seeds": seeds, "budget": budget.as_dict(), **_aeot_settings()},
+    )
+    return table, first
+
+
+def _aeot_settings() -> dict[str, Any]:
+    """The AE-OT defaults in force (they are tuned elsewhere; record what was used)."""
+    import inspect
+
+    params = inspect.signature(aeot.fit).parameters
+    keep = ("learning_rate", "lam", "penalty", "schedule")
+    return {"aeot_defaults": {k: params[k].default for k in keep if k in params}}
+
+
+# --------------------------------------------------------------------------------------------
+# Agustsson et al., Table 2: midpoints of interpolations under fixed-prior generators.
+
+
+def interpolation_midpoints(
+    rng: jax.Array, prior: Any, *, n: int, dim: int, dtype: Any = jnp.float32
+) -> dict[str, jax.Array]:
+    """Prior samples and the midpoints of 2-point and 4-point interpolations.
+
+    Draws four independent prior batches ``z0..z3`` ``[n, dim]``. The 2-point midpoints
+    interpolate ``z0`` and ``z1`` at t = 1/2; the 4-point midpoints are the centre of the
+    bilinear grid on the corners ``z0..z3`` (weights 1/4 each): linear is the mean, SLERP is
+    applied along the rows and then between them (bilinear SLERP), matched is
+    :func:`latentot.matched_combine`.
+
+    Args:
+        rng: PRNG key.
+        prior: the latent prior.
+        n: number of midpoints per kind.
+        dim: latent dimension.
+        dtype: floating dtype.
+
+    Returns:
+        ``{"prior", "2-point linear", "2-point slerp", "2-point matched", "4-point linear",
+        "4-point slerp", "4-point matched"}`` → ``[n, dim]``. ``"prior"`` is ``z0``.
+    """
+    z = prior.sample(rng, (4, n, dim), dtype)
+    half = jnp.asarray(0.5, z.dtype)
+    quarter = jnp.full((4,), 0.25, z.dtype)
+    return {
+        "prior": z[0],
+        "2-point linear": ops.lerp(z[0], z[1], half),
+        "2-point slerp": ops.slerp(z[0], z[1], half),
+        "2-point matched": matched_lerp(prior, z[0], z[1], half),
+        "4-point linear": ops.combine(z, quarter),
+        "4-point slerp": ops.slerp(ops.slerp(z[0], z[1], half), ops.slerp(z[2], z[3], half), half),
+        "4-point matched": matched_combine(prior, z, quarter),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class AgustssonModels:
+    """The generators of one seed of :func:`agustsson_table`: ``{prior name: Generator}``."""
+
+    generators: Mapping[str, models.Generator]
+
+
+#: The priors of the Agustsson table's generators (the paper: uniform and Gaussian priors).
+def _table_priors() -> dict[str, Any]:
+    return {"uniform": _priors.Uniform(-1.0, 1.0), "Gaussian": _priors.Gaussian()}
+
+
+def agustsson_table(
+    rng: jax.Array,
+    split: models.DigitsSplit,
+    scorer: scores.DigitsScorer,
+    *,
+    seeds: int = 3,
+    budget: Budget | None = None,
+    progress: bool = False,
+) -> tuple[Table, AgustssonModels]:
+    """The Agustsson et al. Table 2 analogue: scores of interpolation midpoints.
+
+    For each seed a WGAN-GP generator is trained on a Uniform(-1, 1) prior and one on a N(0, 1)
+    prior (latent dimension ``budget.gan_latent_dim``); each decodes ``budget.n_samples`` prior
+    samples and the midpoints of :func:`interpolation_midpoints`. Each midpoint row also reports
+    the relative change of its inception score from the prior row of the same generator.
+
+    Args:
+        rng: PRNG key of the whole table.
+        split: the digits split; generators train on ``split.train_x``.
+        scorer: the scorer.
+        seeds: number of seeds.
+        budget: model sizes and steps (default :class:`Budget`).
+        progress: show progress bars.
+
+    Returns:
+        ``(table, generators of the first seed)``.
+    """
+    budget = Budget() if budget is None else budget
+    seeds = _check_seeds(seeds)
+    holdout = _holdout(split, budget.n_samples)
+    rows: dict[str, list[scores.Scores]] = {REFERENCE_ROW: []}
+    baselines: dict[str, str] = {}
+    first = None
+    for seed in _seed_range(seeds, progress, "Agustsson table"):
+        key = jax.random.fold_in(rng, seed)
+        rows[REFERENCE_ROW].append(scorer.score(holdout))
+        gens = {}
+        for i, (pname, prior) in enumerate(_table_priors().items()):
+            train_key, sample_key = jax.random.split(jax.random.fold_in(key, i))
+            gen, _ = models.train_wgan_gp(
+                train_key,
+                split.train_x,
+                prior=prior,
+                latent_dim=budget.gan_latent_dim,
+                steps=budget.gan_steps,
+                progress=progress,
+            )
+            gens[pname] = gen
+            mids = interpolation_midpoints(
+                sample_key, prior, n=budget.n_samples, dim=budget.gan_latent_dim
+            )
+            for kind, z in mids.items():
+                name = f"{pname} prior: {kind}"
+                rows.setdefault(name, []).append(scorer.score(gen.decode(z)))
+                if kind != "prior":
+                    baselines[name] = f"{pname} prior: prior"
+        if first is None:
+            first = AgustssonModels(gens)
+    table = Table(
+        title="Agustsson et al. Table 2 analogue: scores of interpolation midpoints",
+        rows={k: tuple(v) for k, v in rows.items()},
+        baselines=baselines,
+        settings={"seeds": seeds, "budget": budget.as_dict()},
+    )
+    return table, first
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _check_seeds(seeds: int) -> int:
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    return int(seeds)
+
+
+def _holdout(split: models.DigitsSplit, n: int) -> jax.Array:
+    available = split.holdout_x.shape[0]
+    if not 2 <= n <= available:
+        raise ValueError(f"budget.n_samples must be in [2, {available}] (the holdout), got {n}")
+    return split.holdout_x[:n]
+
+
+def _seed_range(seeds: int, progress: bool, desc: str) -> Sequence[int]:
+    if not progress:
+        return range(seeds)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(seeds), desc=desc, leave=False)
