@@ -120,7 +120,7 @@ def _tile(images: Any, ncols: int, *, pad: int = 1) -> np.ndarray:
     x = np.asarray(images, dtype=np.float32).reshape(-1, *models.IMAGE_SHAPE)
     n, h, w = x.shape
     nrows = -(-n // ncols)
-    out = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad), np.float32)
+    out = np.zeros((nrows * (h + pad) - pad, ncols * (w + pad) - pad), np.float32)
     for i in range(n):
         r, c = divmod(i, ncols)
         out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = x[i]
@@ -178,9 +178,11 @@ def interpolation_latents(
 def _slerp_grid(corners: jax.Array, n: int) -> jax.Array:
     """Bilinear SLERP: along the top and bottom edges, then between them."""
     s = jnp.linspace(0.0, 1.0, n, dtype=corners.dtype)
-    top = ops.slerp(corners[0], corners[1], s[:, None])  # [n, d]
-    bottom = ops.slerp(corners[2], corners[3], s[:, None])
-    return ops.slerp(top[None], bottom[None], s[:, None])  # row i: v = s[i]
+    top = ops.slerp(corners[0], corners[1], s)  # [n, d]
+    bottom = ops.slerp(corners[2], corners[3], s)
+    shape = (n, *top.shape)  # row i interpolates top -> bottom at v = s[i]
+    v = jnp.broadcast_to(s[:, None], shape[:2])
+    return ops.slerp(jnp.broadcast_to(top, shape), jnp.broadcast_to(bottom, shape), v)
 
 
 def plot_interpolations(generator: Any, latents: Mapping[str, Any], *, title: str):
@@ -188,9 +190,11 @@ def plot_interpolations(generator: Any, latents: Mapping[str, Any], *, title: st
     strips, grids = latents["strips"], latents["grids"]
     methods = list(strips)
     pairs, steps = next(iter(strips.values())).shape[:2]
-    fig = _figure(1, 1, width=1, height=1)[0]
-    fig.set_size_inches(3.0 + 0.55 * steps + 2.4 * len(methods), 0.4 * pairs * len(methods) + 2.2)
-    left, right = fig.subfigures(1, 2, width_ratios=[steps * 0.55 + 1.0, 2.4 * len(methods)])
+    from matplotlib.figure import Figure
+
+    size = (1.0 + 0.45 * steps + 2.6 * len(methods), 0.45 * pairs * len(methods) + 1.0)
+    fig = Figure(figsize=size, layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[1.0 + 0.45 * steps, 2.6 * len(methods)])
     ax = left.subplots(1, 1)
     rows = []
     labels = []
