@@ -11,7 +11,12 @@ the penalty ``P_i`` is either
 
 * ``"vector"``: ‖∇D(x_i) − (y_σ(i) − x_i)‖², or
 * ``"norm"`` (the paper's Eq. 18): (‖∇D(x_i)‖ − ‖y_σ(i) − x_i‖)², with a norm whose gradient is
-  0, not NaN, at ∇D = 0.
+  0, not NaN, at ∇D = 0, or
+* ``"vector_l1"`` (the default): ‖∇D(x_i) − (y_σ(i) − x_i)‖, smoothed at 0 by δ = 10⁻³ × the
+  RMS target length. Near a cell boundary the batch assignment sends x to either of two
+  clusters from one batch to the next; the squared penalty regresses ∇D to the *mean* of the two
+  targets, a point between the clusters, while the unsquared one regresses it to their
+  (geometric) *median*, one of the clusters. See :func:`fit` for the measurements.
 
 Sign: the constraint H_j − H_i ≤ ½‖x_i − y_j‖² is tight on the matched pairs, so the exact batch
 potential H(x) = max_j (H_j − ½‖x − y_j‖²) has ∇H(x_i) = y_σ(i) − x_i. D therefore regresses +H
@@ -85,7 +90,7 @@ def regression_loss(
       phi: batch-normalised noise-side potential H_i ``[m]``.
       target: ``y_σ(i) − x_i``, ``[m, d]``.
       lam: weight λ of the gradient penalty.
-      penalty: ``"vector"`` or ``"norm"``.
+      penalty: ``"vector"``, ``"vector_l1"`` or ``"norm"``.
 
     Returns:
       ``(loss, aux)`` with ``aux`` a dict of the value and penalty terms and the relative map
@@ -163,11 +168,11 @@ def fit(
     codes: jax.Array,
     *,
     prior: Any = None,
-    steps: int = 3000,
+    steps: int = 2000,
     batch_size: int = 512,
     learning_rate: float = 1e-3,
     lam: float = 1.0,
-    penalty: str = "vector",
+    penalty: str = "vector_l1",
     schedule: str = "cosine",
     final_lr_fraction: float = 0.01,
     potential: Potential | dict | None = None,
@@ -189,7 +194,8 @@ def fit(
       batch_size: LP size m (noise and code points per step).
       learning_rate: initial Adam learning rate (β1 = 0.5, β2 = 0.999 as in the paper).
       lam: weight λ of the gradient penalty (≥ 0).
-      penalty: ``"vector"`` (default) or ``"norm"`` (the paper's), see the module docstring.
+      penalty: ``"vector_l1"`` (default), ``"vector"`` or ``"norm"`` (the paper's), see the
+        module docstring and the measurements below.
       schedule: ``"cosine"`` decay to ``final_lr_fraction × learning_rate``, or ``"constant"``.
       final_lr_fraction: final learning rate of the cosine schedule, relative.
       potential: a :class:`Potential` (its parameters are the starting point), a dict of
@@ -206,6 +212,31 @@ def fit(
       resume_from: a training checkpoint of a run with the same hyperparameters; training
         continues from its step with its parameters, optimiser state and PRNG key, and gives the
         same result as the uninterrupted run.
+
+    Defaults, from measurements on the eight Gaussians (4096 codes, ``fit`` with 1000 steps at
+    m = 512 unless stated; % of 2000 samples within 3σ of a centre; single runs, about ±1%)
+    and on the known Brenier map N(0, I) → N(μ, diag(s²)) in d = 16 (RMSE / ‖s‖):
+
+    ===================================================  =========  ==========
+    potential / penalty                                  8 Gauss.   d = 16
+    ===================================================  =========  ==========
+    plain ReLU MLP 256×3, ``"vector"``, λ = 1            81.7%
+    16 max-heads (generic init), ``"vector"``            81.1%
+    same, ``"norm"``, λ = 0.1 (the paper's penalty)      78.0%
+    same, λ = 0 (value regression only)                  79.3%
+    same, ``"vector_l1"``  (λ = 1 / λ = 10)              84.6/84.5%
+    same, softplus / GELU trunk                          84.2/85.3%
+    + linear skip and output scale, ``"vector_l1"``      88.2%
+    + heads initialised on cones, ``"vector"``           84.7%      0.330
+    + heads initialised on cones, ``"norm"``, λ = 0.1               0.350
+    + heads initialised on cones, ``"vector_l1"``        **92.0%**  0.338
+    same, 32 heads / 2000 steps                          91.2/90.8%
+    ===================================================  =========  ==========
+
+    The unsquared vector penalty is the default: it removes about half of the samples smeared
+    between clusters and costs nothing in d = 16. Longer training did not help (the smear is a
+    bias of the minibatch targets, not an optimisation error), hence the default budget; the
+    per-centre shares (0.11-0.14) and the W2 ratio (about 0.7) pass with every setting.
 
     Returns:
       The trained :class:`~latentot.aeot.Sampler`; ``sampler.history`` is a dict of NumPy arrays

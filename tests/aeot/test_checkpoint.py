@@ -93,7 +93,7 @@ _KILL_SCRIPT = textwrap.dedent(
     from latentot import Gaussian, aeot
 
     path, ready = sys.argv[1], sys.argv[2]
-    pot = aeot.Potential(8, width=1024, depth=3, heads=4)  # ~2M parameters, ~8 MB
+    pot = aeot.Potential(8, width=768, depth=3, heads=4)  # ~1.2M parameters, ~5 MB
     s = aeot.Sampler.from_potential(pot, Gaussian())
     aeot.save(path, s)
     open(ready, "w").close()
@@ -127,12 +127,12 @@ def test_killed_while_saving_leaves_previous_checkpoint(tmp_path):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         s = aeot.load(path)  # the last completed checkpoint is intact
-        assert s.potential_config["width"] == 1024
+        assert s.potential_config["width"] == 768
         strays = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
         killed_mid_write += bool(strays)
         for p in strays:
             p.unlink()
-        if killed_mid_write >= 2:
+        if killed_mid_write:
             break
     # At least one kill landed while a temporary file was being written.
     assert killed_mid_write >= 1

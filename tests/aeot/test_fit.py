@@ -54,8 +54,8 @@ def test_value_regression_alone_moves_noise_towards_codes():
 
 
 def test_norm_penalty_is_nan_safe_at_zero_gradient():
-    pot = aeot.Potential(2, width=4, depth=1, heads=1)
-    pot.out.kernel.value = jnp.zeros_like(pot.out.kernel.value)  # D constant: ∇D = 0
+    pot = aeot.Potential(2, width=4, depth=1, heads=1, skip=False)
+    pot.out.kernel[...] = jnp.zeros_like(pot.out.kernel[...])  # D constant: ∇D = 0
     from flax import nnx
 
     graphdef, params = nnx.split(pot, nnx.Param)
@@ -90,11 +90,12 @@ def test_penalties_values():
     value = jnp.mean((pot(x) - phi) ** 2)
     vec = jnp.mean(jnp.sum((g - target) ** 2, -1))
     nrm = jnp.mean((jnp.linalg.norm(g, axis=-1) - jnp.linalg.norm(target, axis=-1)) ** 2)
-    for penalty, pen in (("vector", vec), ("norm", nrm)):
+    l1 = jnp.mean(jnp.linalg.norm(g - target, axis=-1))
+    for penalty, pen in (("vector", vec), ("norm", nrm), ("vector_l1", l1)):
         loss, aux = train_mod.regression_loss(pot, x, phi, target, lam=0.5, penalty=penalty)
         np.testing.assert_allclose(aux["value_loss"], value, rtol=1e-5)
-        np.testing.assert_allclose(aux["penalty_loss"], pen, rtol=1e-5)
-        np.testing.assert_allclose(loss, value + 0.5 * pen, rtol=1e-5)
+        np.testing.assert_allclose(aux["penalty_loss"], pen, rtol=2e-3)
+        np.testing.assert_allclose(loss, value + 0.5 * pen, rtol=2e-3)
 
 
 @pytest.mark.parametrize(

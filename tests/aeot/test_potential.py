@@ -21,7 +21,7 @@ def test_shapes_and_gradient():
 
 
 def test_max_head_is_max_of_heads_and_its_gradient_jumps():
-    pot = aeot.Potential(2, width=8, depth=1, heads=3, rngs=nnx.Rngs(1))
+    pot = aeot.Potential(2, width=8, depth=1, heads=3, skip=False, rngs=nnx.Rngs(1))
     x = jax.random.normal(jax.random.key(1), (64, 2))
     h = jax.nn.relu(pot.hidden[0](x))
     f = pot.out(h)
@@ -34,8 +34,9 @@ def test_max_head_is_max_of_heads_and_its_gradient_jumps():
 
 def test_soft_max_head_and_plain_mlp():
     x = jax.random.normal(jax.random.key(2), (10, 2))
-    soft = aeot.Potential(2, width=8, depth=1, heads=3, temperature=0.5, rngs=nnx.Rngs(1))
-    hard = aeot.Potential(2, width=8, depth=1, heads=3, temperature=0.0, rngs=nnx.Rngs(1))
+    kw = {"width": 8, "depth": 1, "heads": 3, "skip": False}
+    soft = aeot.Potential(2, temperature=0.5, rngs=nnx.Rngs(1), **kw)
+    hard = aeot.Potential(2, temperature=0.0, rngs=nnx.Rngs(1), **kw)
     f = hard.out(jax.nn.relu(hard.hidden[0](x)))
     np.testing.assert_allclose(soft(x), 0.5 * jax.nn.logsumexp(f / 0.5, -1), rtol=1e-5)
     assert bool(jnp.all(soft(x) >= hard(x)))
@@ -85,3 +86,26 @@ def test_config_round_trip():
     pot = aeot.Potential(4, width=8, depth=2, activation="leaky_relu", heads=5, temperature=0.1)
     again = aeot.Potential(**pot.config)
     assert again.config == pot.config
+
+
+def test_heads_start_by_sharing_the_space():
+    """The default initialisation gives every head a cone: no head is dead at the start."""
+    pot = aeot.Potential(2, heads=8, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (4000, 2))
+    h = x
+    for layer in pot.hidden:
+        h = jax.nn.relu(layer(h))
+    f = pot.out(h) + pot.linear(x)
+    share = np.bincount(np.asarray(jnp.argmax(f, -1)), minlength=8) / len(x)
+    assert np.all(share > 0.01), share
+    np.testing.assert_allclose(np.linalg.norm(pot.linear.kernel[...], axis=0), 1.0, rtol=1e-5)
+
+
+def test_output_scale_and_skip():
+    x = jax.random.normal(jax.random.key(0), (6, 3))
+    a = aeot.Potential(3, width=8, depth=1, heads=2, rngs=nnx.Rngs(2))
+    b = aeot.Potential(3, width=8, depth=1, heads=2, output_scale=2.5, rngs=nnx.Rngs(2))
+    np.testing.assert_allclose(b(x), 2.5 * a(x), rtol=1e-5)
+    np.testing.assert_allclose(b.gradient(x), 2.5 * a.gradient(x), rtol=1e-5)
+    with pytest.raises(ValueError, match="output_scale"):
+        aeot.Potential(3, output_scale=0.0)
