@@ -32,7 +32,7 @@ import numpy as np
 from latentot import aeot
 
 FAST = os.environ.get("LATENTOT_FAST", "0") == "1"
-STEPS = 30 if FAST else 3000  # 3000 is the library default
+STEPS = 30 if FAST else 1000  # 1000 is the library default
 print("fast mode" if FAST else "full run", "- steps:", STEPS)
 
 # %%

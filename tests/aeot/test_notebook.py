@@ -15,7 +15,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_eight_gaussians_notebook_runs_fast(monkeypatch):
     nb = jupytext.read(ROOT / "notebooks" / "aeot_eight_gaussians.py")
     monkeypatch.setenv("LATENTOT_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     client = nbclient.NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
