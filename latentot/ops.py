@@ -85,13 +85,16 @@ def slerp(z0, z1, t) -> jax.Array:
     (z0, z1), lead = _checks.same_latent(("z0", "z1"), (z0, z1))
     t = _checks.interpolation_t(t, lead, z0.dtype)[..., None]
     eps = jnp.finfo(z0.dtype).eps
-    n0 = jnp.sqrt(jnp.sum(z0 * z0, -1, keepdims=True))
-    n1 = jnp.sqrt(jnp.sum(z1 * z1, -1, keepdims=True))
-    cos = jnp.sum(z0 * z1, -1, keepdims=True) / jnp.maximum(n0 * n1, jnp.finfo(z0.dtype).tiny)
-    omega = jnp.arccos(jnp.clip(cos, -1, 1))
-    sin = jnp.sin(omega)
-    degenerate = sin < jnp.sqrt(eps)
-    safe_sin = jnp.where(degenerate, 1, sin)
+    tiny = jnp.finfo(z0.dtype).tiny
+    sq0 = jnp.sum(z0 * z0, -1, keepdims=True)
+    sq1 = jnp.sum(z1 * z1, -1, keepdims=True)
+    zero = (sq0 <= tiny) | (sq1 <= tiny)
+    # Every branch is evaluated on safe values (the double-where idiom), so gradients stay finite.
+    norms = jnp.sqrt(jnp.where(zero, 1, sq0 * sq1))
+    cos = jnp.clip(jnp.sum(z0 * z1, -1, keepdims=True) / norms, -1, 1)
+    degenerate = zero | (1 - cos * cos < eps)
+    omega = jnp.arccos(jnp.where(degenerate, 0, cos))
+    safe_sin = jnp.where(degenerate, 1, jnp.sin(omega))
     a = jnp.where(degenerate, 1 - t, jnp.sin((1 - t) * omega) / safe_sin)
     b = jnp.where(degenerate, t, jnp.sin(t * omega) / safe_sin)
     return a * z0 + b * z1

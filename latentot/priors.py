@@ -250,8 +250,29 @@ class Uniform(_LocScale):
     def _icdf0(self, u):
         return jnp.clip(2 * u - 1, -1, 1)
 
+    # Measured from the nearer end, so that both tails keep float32 precision.
+    def cdf(self, x):
+        """F_Z(x) = (x - low) / (high - low), clipped to [0, 1]."""
+        x = _checks.as_float("x", x)
+        return jnp.clip((x - self.low) / (self.high - self.low), 0, 1)
+
+    def sf(self, x):
+        """1 - F_Z(x) = (high - x) / (high - low), clipped to [0, 1]."""
+        x = _checks.as_float("x", x)
+        return jnp.clip((self.high - x) / (self.high - self.low), 0, 1)
+
+    def icdf(self, u):
+        """low + (high - low) u."""
+        u = jnp.clip(_checks.as_float("u", u), 0, 1)
+        return self.low + (self.high - self.low) * u
+
+    def isf(self, q):
+        """high - (high - low) q."""
+        q = jnp.clip(_checks.as_float("q", q), 0, 1)
+        return self.high - (self.high - self.low) * q
+
     def sample(self, rng: jax.Array, shape, dtype=None) -> jax.Array:
-        """Draws an array of the given shape, strictly inside [low, high]."""
+        """Draws an array of the given shape, inside [low, high]."""
         x = super().sample(rng, shape, dtype)
         return jnp.clip(x, self.low, self.high).astype(x.dtype)
 

@@ -62,7 +62,11 @@ def quantile_nodes(
     u, wu = jnp.asarray(u[keep], dtype), wu[keep]
     q = jnp.concatenate([prior.icdf(u), _priors.isf(prior, u)]).astype(dtype)
     w = jnp.asarray(np.concatenate([wu, wu]), dtype)
-    return q, w
+    # A prior without isf computes icdf(1 - u), which is icdf(1) = inf once 1 - u rounds to 1
+    # (u < 6e-8 in float32). Those nodes carry a negligible mass: drop them rather than let an
+    # infinite node turn sums into NaN.
+    finite = jnp.isfinite(q)
+    return jnp.where(finite, q, 0), jnp.where(finite, w, 0)
 
 
 def expectation(prior, g, dtype=None, *, order: int = 8, u_min: float = 0.0):

@@ -247,6 +247,19 @@ def _safe(x):
 
 
 def _tabulate(std, w, *, num_grid, order):
+    """Tabulates T₀ for every weight vector of ``w`` [..., k]; compiled once per shape/prior type.
+
+    Priors registered as pytrees (all of latentot's, and any user dataclass registered with
+    ``jax.tree_util.register_dataclass``) go through a cached ``jax.jit``; other objects are
+    tabulated op by op.
+    """
+    leaves = jax.tree_util.tree_leaves(std)
+    if all(isinstance(x, (jax.Array, np.ndarray, float, int)) for x in leaves):
+        return _tabulate_jit(std, w, kind=type(std), num_grid=num_grid, order=order)
+    return _tabulate_eager(std, w, num_grid=num_grid, order=order)
+
+
+def _tabulate_eager(std, w, *, num_grid, order):
     batch = w.shape[:-1]
     flat = w.reshape(-1, w.shape[-1])
     build = jax.vmap(lambda wk: _tabulate_one(std, wk, num_grid=num_grid, order=order))
@@ -255,6 +268,16 @@ def _tabulate(std, w, *, num_grid, order):
     return TabulatedMap(
         m.reshape(batch), c.reshape(batch), A.reshape(*batch, -1), B.reshape(*batch, -1), vmax
     )
+
+
+# The prior's type is a static argument: JAX treats field-less dataclass pytrees of different
+# types as the same tree structure, which would otherwise share one compiled table.
+_tabulate_jit = jax.jit(
+    lambda std, w, *, kind, num_grid, order: _tabulate_eager(
+        std, w, num_grid=num_grid, order=order
+    ),
+    static_argnames=("kind", "num_grid", "order"),
+)
 
 
 def _tabulate_one(std, w, *, num_grid, order):
@@ -280,25 +303,35 @@ def _tabulate_one(std, w, *, num_grid, order):
 
     w1 = jnp.where(w[0] == 0, jnp.ones_like(w[0]), w[0])
 
-    def first(x):
-        z = x / w1
-        reflected = quantile_map(std, _priors.sf(std, z), std.cdf(z))
-        return jnp.where(w1 > 0, z, reflected)
-
     def grid(j):
         m = med * jnp.sum(w[:j])
         c = spread * jnp.sum(jnp.abs(w[:j]))
         return m, c, m + c * v / (1 - jnp.abs(v))
 
-    step_map = first
+    # The first term w_1 Z: x / w_1, or for w_1 < 0 the reflection x ↦ F_Z⁻¹(1 - F_Z(x / w_1)),
+    # tabulated so that its far tails are extrapolated like every other table (finite always).
     m, c, y = grid(1)
-    t = first(y)
+    z = y / w1
+    t = quantile_map(std, _priors.sf(std, z), std.cdf(z))
+    t = _extrapolate_tails(y, t, jnp.isfinite(t))
+    reflection = TabulatedMap(m, c, *_segments(y, t), vmax)
+    t = jnp.where(w1 > 0, z, t)
+
+    def step_map(x):
+        return jnp.where(w1 > 0, x / w1, reflection(x))
+
     for j in range(1, k):
         m, c, y = grid(j + 1)
         x = step_map(y[:, None] - w[j] * q[None, :])
         f = std.cdf(x) @ qw
         s = _priors.sf(std, x) @ qw
-        t = _extrapolate_tails(y, jax.lax.cummax(quantile_map(std, f, s)), jnp.minimum(f, s))
+        t_new = quantile_map(std, f, s)
+        t_new = jax.lax.cummax(
+            _extrapolate_tails(y, t_new, (jnp.minimum(f, s) > _RESOLVED) & jnp.isfinite(t_new))
+        )
+        # A zero weight adds nothing (the grid is unchanged): keep the previous map exactly, so
+        # that e.g. lerp at t = 0 or 1 and the corners of a grid are mapped by the identity.
+        t = jnp.where(w[j] == 0, step_map(y), t_new)
         step_map = TabulatedMap(m, c, *_segments(y, t), vmax)
     return m, c, *_segments(y, t)
 
@@ -306,15 +339,15 @@ def _tabulate_one(std, w, *, num_grid, order):
 _RESOLVED = 1e-20  # tail probabilities below this are past the quadrature's reach (u >= 1e-30)
 
 
-def _extrapolate_tails(y, t, tail, *, span: int = 8):
-    """Continues T linearly where the tail probability is too small to resolve.
+def _extrapolate_tails(y, t, ok, *, span: int = 8):
+    """Continues T linearly beyond the grid points ``ok`` where the tails are resolved.
 
-    There F_Y underflows (or the quadrature has no nodes), and F_Z⁻¹ would flatten T to a
-    constant; the linear continuation is T's asymptotic shape for the priors here (exact for
-    the stable ones, and the slope 1/max|w| of exponential tails).
+    Past them F_Y underflows (or the quadrature has no nodes, or a prior without ``isf`` meets
+    icdf(1) = inf), and F_Z⁻¹ would flatten T or make it infinite; the linear continuation is
+    T's asymptotic shape for the priors here (exact for the stable ones, and the slope 1/max|w|
+    of exponential tails).
     """
     n = y.shape[0]
-    ok = tail > _RESOLVED
     lo = jnp.clip(jnp.argmax(ok), 0, n - 1 - span)
     hi = jnp.clip(n - 1 - jnp.argmax(ok[::-1]), span, n - 1)
     s_lo = jnp.maximum((t[lo + span] - t[lo]) / (y[lo + span] - y[lo]), 0)

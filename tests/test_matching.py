@@ -1,0 +1,172 @@
+"""Matched operators: the output has the prior's law (KS vs scipy), and the raw ones do not."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import kstest
+
+import latentot as lo
+from tests.references import SHIFTED, STANDARD, USER, name, scipy_law
+
+N, D = 2_000, 100  # 200k output components per case
+KS_MAX = 0.005
+
+
+def _draws(prior, k, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), k)
+    return [prior.sample(key, (N, D)) for key in keys]
+
+
+def _case(prior, case):
+    """(matched output, raw output, raw weights or None) for one named case."""
+    rng = jax.random.PRNGKey(7)
+    z = _draws(prior, 4)
+    kind, arg = case
+    if kind == "lerp":
+        return lo.matched_lerp(prior, z[0], z[1], arg), lo.lerp(z[0], z[1], arg), [1 - arg, arg]
+    if kind == "analogy":
+        return lo.matched_analogy(prior, *z[:3]), lo.analogy(*z[:3]), [-1, 1, 1]
+    if kind == "combine":
+        w = jnp.asarray([0.2, 0.5, 0.3])
+        zs = jnp.stack(z[:3])
+        return lo.matched_combine(prior, zs, w), lo.combine(zs, w), [0.2, 0.5, 0.3]
+    if kind == "vicinity":
+        m = lo.matched_vicinity(rng, prior, z[0][:400], arg, 5)
+        return m, lo.vicinity(rng, prior, z[0][:400], arg, 5), [1, arg]
+    if kind == "walk":
+        m = lo.matched_random_walk(rng, prior, z[0], 0.5, 100)[-1]
+        return m, lo.random_walk(rng, prior, z[0], 0.5, 100)[-1], None
+    if kind == "grid":
+        corners = jnp.stack([zi.reshape(-1) for zi in z], 0)  # [4, N·D]
+        m = lo.matched_grid(prior, corners, 3)[1, 1]
+        return m, lo.grid(corners, 3)[1, 1], [0.25] * 4
+    raise AssertionError(case)
+
+
+CASES = [
+    ("lerp", 0.05),
+    ("lerp", 0.25),
+    ("lerp", 0.5),
+    ("lerp", 0.9),
+    ("analogy", None),
+    ("combine", None),
+    ("vicinity", 0.1),
+    ("vicinity", 0.5),
+    ("vicinity", 2.0),
+    ("walk", None),
+    ("grid", None),
+]
+SHIFTED_CASES = [("lerp", 0.25), ("analogy", None), ("vicinity", 0.5), ("grid", None)]
+
+
+def _ks(x, prior):
+    return kstest(np.asarray(x, np.float64).ravel(), scipy_law(prior).cdf).statistic
+
+
+def _raw_keeps_law(prior, weights):
+    """Cases where the raw operation already has the prior's law (so it cannot fail the test)."""
+    if weights is None:
+        return False
+    w = np.asarray(weights, float)
+    cauchy = isinstance(prior, lo.Cauchy) and np.all(w >= 0) and np.isclose(w.sum(), 1)
+    return bool(cauchy)
+
+
+# Raw operations whose law is too close to the prior for 200k samples to tell apart at 0.005:
+# a vicinity step of eps = 0.1 changes a Gaussian's scale by only 0.5%.
+_RAW_TOO_CLOSE = {("vicinity", 0.1)}
+
+
+def _check(prior, case):
+    matched, raw, weights = _case(prior, case)
+    assert matched.size >= 200_000
+    assert np.all(np.isfinite(np.asarray(matched)))
+    ks = _ks(matched, prior)
+    assert ks < KS_MAX, f"matched {case}: KS {ks:.4f}"
+    if _raw_keeps_law(prior, weights):
+        assert _ks(raw, prior) < KS_MAX  # Cauchy is stable under convex combinations
+    elif case not in _RAW_TOO_CLOSE:
+        raw_ks = _ks(raw, prior)
+        assert raw_ks > KS_MAX, f"raw {case} is not detected: KS {raw_ks:.4f}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+@pytest.mark.parametrize("prior", STANDARD, ids=name)
+def test_matched_ops_keep_the_prior(prior, case):
+    _check(prior, case)
+
+
+@pytest.mark.parametrize("case", SHIFTED_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+@pytest.mark.parametrize("prior", SHIFTED + USER, ids=name)
+def test_matched_ops_keep_loc_scale_and_user_priors(prior, case):
+    _check(prior, case)
+
+
+def test_per_component_loc_and_scale():
+    loc = jnp.linspace(-2.0, 2.0, D)
+    scale = jnp.linspace(0.5, 3.0, D)
+    prior = lo.Laplace(loc, scale)
+    z0, z1 = _draws(prior, 2)
+    y = lo.matched_lerp(prior, z0, z1, 0.3)
+    u = lo.Laplace().cdf((y - loc) / scale)  # back to the standard law, component by component
+    assert kstest(np.asarray(u).ravel(), "uniform").statistic < KS_MAX
+
+
+@pytest.mark.parametrize("prior", STANDARD + USER, ids=name)
+def test_lerp_endpoints(prior):
+    z0, z1 = (z[:50] for z in _draws(prior, 2))
+    np.testing.assert_allclose(lo.matched_lerp(prior, z0, z1, 0.0), z0, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(lo.matched_lerp(prior, z0, z1, 1.0), z1, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prior", STANDARD + USER, ids=name)
+def test_grid_corners_equal_the_corners(prior):
+    corners = prior.sample(jax.random.PRNGKey(3), (4, 16))
+    g = lo.matched_grid(prior, corners, 5)
+    got = jnp.stack([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]])
+    np.testing.assert_allclose(got, corners, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prior", STANDARD, ids=name)
+def test_random_walk_starts_at_z0_and_uses_the_raw_draws(prior):
+    z0 = prior.sample(jax.random.PRNGKey(0), (3, 4))
+    rng = jax.random.PRNGKey(1)
+    walk = lo.matched_random_walk(rng, prior, z0, 0.3, 5)
+    raw = lo.random_walk(rng, prior, z0, 0.3, 5)
+    assert walk.shape == raw.shape == (6, 3, 4)
+    np.testing.assert_array_equal(walk[0], z0)
+    # one matched step is the matched vicinity of the previous point with the same draw
+    step = lo.transport_map(prior, jnp.asarray([1.0, 0.3]))(raw[1])
+    np.testing.assert_allclose(walk[1], step, rtol=1e-6, atol=1e-6)
+
+
+def test_gaussian_closed_forms_of_the_paper():
+    """Lerp y/√((1-t)²+t²), vicinity y/√(1+ε²), analogy μ + (y-μ)/√3 (formula sheet §1)."""
+    p = lo.Gaussian(0.5, 2.0)
+    z = _draws(p, 3)
+    t = 0.3
+    np.testing.assert_allclose(
+        lo.matched_lerp(p, z[0], z[1], t),
+        0.5 + (lo.lerp(z[0], z[1], t) - 0.5) / np.sqrt((1 - t) ** 2 + t**2),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    y = lo.analogy(*z)
+    np.testing.assert_allclose(
+        lo.matched_analogy(p, *z), 0.5 + (y - 0.5) / np.sqrt(3), rtol=1e-5, atol=1e-5
+    )
+    rng = jax.random.PRNGKey(2)
+    yv = lo.vicinity(rng, p, z[0][:10], 0.5, 3)
+    np.testing.assert_allclose(
+        lo.matched_vicinity(rng, p, z[0][:10], 0.5, 3),
+        0.5 + (yv - 0.5 * 1.5) / np.sqrt(1.25),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_cauchy_lerp_is_already_matched():
+    p = lo.Cauchy()
+    z0, z1 = _draws(p, 2)
+    np.testing.assert_allclose(lo.matched_lerp(p, z0, z1, 0.3), lo.lerp(z0, z1, 0.3), rtol=1e-6)
