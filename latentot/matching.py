@@ -143,12 +143,8 @@ def matched_random_walk(rng: jax.Array, prior, z0, eps, steps: int, **map_kwargs
     Returns:
       ``[steps + 1, ..., d]`` with row 0 equal to z0.
     """
-    _checks.check_prior(prior)
-    z0 = _checks.latent("z0", z0)
-    steps = _checks.check_positive_int("steps", steps, minimum=0)
-    eps = _checks.step_size(eps, z0.dtype)
+    z0, eps, u = ops.walk_increments(rng, prior, z0, eps, steps)
     T = transport_map(prior, ops.vicinity_weights(eps), **map_kwargs)
-    u = prior.sample(rng, (steps, *z0.shape), z0.dtype)
 
     def step(y, u_k):
         y = T(y + eps * u_k)

@@ -183,10 +183,22 @@ def random_walk(rng: jax.Array, prior, z0, eps, steps: int) -> jax.Array:
     Returns:
       ``[steps + 1, ..., d]`` with row 0 equal to z0.
     """
+    z0, eps, u = walk_increments(rng, prior, z0, eps, steps)
+    walk = z0 + jnp.cumsum(eps * u, axis=0)
+    return jnp.concatenate([z0[None], walk], axis=0)
+
+
+def walk_increments(rng: jax.Array, prior, z0, eps, steps: int):
+    """Validates a random walk's arguments and draws its steps' noise.
+
+    Shared by the raw and the matched walk, so both see the same draws for the same ``rng``.
+
+    Returns:
+      ``(z0, eps, u)``: z0 as a float array ``[..., d]``, eps as a scalar of its dtype, and the
+      prior draws u ``[steps, ..., d]``.
+    """
     _checks.check_prior(prior)
     z0 = _checks.latent("z0", z0)
     steps = _checks.check_positive_int("steps", steps, minimum=0)
     eps = _checks.step_size(eps, z0.dtype)
-    u = prior.sample(rng, (steps, *z0.shape), z0.dtype)
-    walk = z0 + jnp.cumsum(eps * u, axis=0)
-    return jnp.concatenate([z0[None], walk], axis=0)
+    return z0, eps, prior.sample(rng, (steps, *z0.shape), z0.dtype)
