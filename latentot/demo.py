@@ -11,6 +11,8 @@ one directory:
   principal components;
 * ``interpolation_uniform.png``, ``interpolation_gaussian.png``: 2-point interpolation strips
   (linear / SLERP / matched) and 4-point grids of the two generators;
+* ``midpoints_uniform.png``: decoded prior samples and 4-point midpoints (linear / SLERP /
+  matched) of the uniform-prior generator;
 * ``mismatch_fig1.png``, ``mismatch_fig2.png``, ``mismatch_fig3.png``: Agustsson et al.'s
   Figs 1–3 (2-D uniform midpoints, squared norms of midpoints at the generators' latent
   dimension, the monotone maps).
@@ -44,6 +46,7 @@ __all__ = [
     "plot_aeot",
     "plot_digit_panels",
     "plot_interpolations",
+    "plot_midpoints",
     "run_demo",
     "write_bytes_atomic",
 ]
@@ -54,6 +57,7 @@ FIGURES = (
     "aeot.png",
     "interpolation_uniform.png",
     "interpolation_gaussian.png",
+    "midpoints_uniform.png",
     "mismatch_fig1.png",
     "mismatch_fig2.png",
     "mismatch_fig3.png",
@@ -211,6 +215,21 @@ def plot_interpolations(generator: Any, latents: Mapping[str, Any], *, title: st
         g = grids[m]
         _show(gax, generator.decode(g.reshape(-1, g.shape[-1])), g.shape[1], f"4-point {m}")
     fig.suptitle(title)
+    return fig
+
+
+def plot_midpoints(generator: Any, prior: Any, rng: jax.Array, *, n: int = 18, ncols: int = 6):
+    """Decoded prior samples and 4-point midpoints (linear, SLERP, matched); returns a Figure.
+
+    The midpoints are the centres of bilinear grids on four prior samples
+    (:func:`latentot.experiments.interpolation_midpoints`).
+    """
+    mids = experiments.interpolation_midpoints(rng, prior, n=n, dim=generator.latent_dim)
+    names = ["prior", "4-point linear", "4-point slerp", "4-point matched"]
+    titles = ["prior samples", "linear midpoints", "SLERP midpoints", "matched midpoints"]
+    fig, axes = _figure(1, len(names), width=2.0 * len(names), height=1.9)
+    for ax, name, title in zip(axes[0], names, titles, strict=True):
+        _show(ax, generator.decode(mids[name]), ncols, title)
     return fig
 
 
@@ -446,7 +465,7 @@ def run_demo(
 
 
 def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, fast) -> list[str]:
-    k_samples, k_aeot, k_uni, k_gauss, k_f1, k_f2 = jax.random.split(rng, 6)
+    k_samples, k_aeot, k_uni, k_gauss, k_f1, k_f2, k_mid = jax.random.split(rng, 7)
     keys = jax.random.split(k_samples, 6)
     n = 64
     ae = liu_models.autoencoder
@@ -478,6 +497,8 @@ def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, fast)
             plot_interpolations(gens[pname], lat, title=f"WGAN-GP, {pname} prior"),
             fname,
         )
+    fig = plot_midpoints(gens["uniform"], experiments._table_priors()["uniform"], k_mid)
+    save(fig, "midpoints_uniform.png")
     n_fig = 20_000 if fast else 200_000
     save(diagnostics.plot_fig1(diagnostics.fig1_data(k_f1, n=n_fig)), "mismatch_fig1.png")
     f2 = {
