@@ -241,6 +241,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     kwargs = {
         k: v
         for k, v in (
+            ("steps", args.steps),
             ("learning_rate", args.learning_rate),
             ("lam", args.lam),
             ("penalty", args.penalty),
@@ -249,14 +250,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     }
     _log(
         f"fitting AE-OT on {n} codes of dimension {codes.shape[1]} "
-        f"({args.steps} steps, batch {batch_size}, {args.prior} prior)"
+        f"({args.steps or 'default'} steps, batch {batch_size}, {args.prior} prior)"
     )
     try:
         sampler = aeot.fit(
             jax.random.key(args.seed),
             codes,
             prior=_make_prior(args.prior),
-            steps=args.steps,
             batch_size=batch_size,
             progress=_progress(),
             **kwargs,
@@ -384,9 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("codes", metavar="CODES", help="latent codes: .npy, or .npz with --key")
     p.add_argument("--out", required=True, metavar="SAMPLER", help="where to save the sampler")
     p.add_argument("--key", help="name of the array in a .npz archive")
-    p.add_argument(
-        "--steps", type=_positive_int, default=3000, help="training steps (default: %(default)s)"
-    )
+    p.add_argument("--steps", type=_positive_int, help="training steps (default: aeot.fit's)")
     p.add_argument("--batch-size", type=_positive_int, help="batch LP size (default: min(512, N))")
     p.add_argument("--learning-rate", type=_positive_float, help="Adam learning rate")
     p.add_argument("--lam", type=_non_negative_float, help="weight of the gradient penalty")
