@@ -119,11 +119,12 @@ def bench(d: int, m: int, steps: int) -> tuple[float, float]:
     return ours, ref
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Parses the arguments and prints ms/step for ours and the reference loop."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="one small configuration")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configs = [(2, 256)] if args.quick else [(2, 256), (2, 512), (16, 512), (2, 1024), (16, 1024)]
     print(f"{'d':>3} {'m':>5} {'ours ms/step':>13} {'reference ms/step':>18} {'speed-up':>9}")
     for d, m in configs:
