@@ -135,19 +135,22 @@ class Table:
         """The table in GitHub markdown: mean ± std of every score over the seeds."""
         summary = self.summary()
         seeds = max(len(r) for r in self.rows.values())
+        delta = bool(self.baselines)  # the Δ IS column only when some row has a baseline
         lines = [
             f"**{self.title}** (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})",
             "",
-            "| | inception score ↑ | Δ IS | Fréchet distance ↓ | coverage ↑ |",
-            "|---|---|---|---|---|",
+            "| | inception score ↑ |"
+            + (" Δ IS |" if delta else "")
+            + " Fréchet distance ↓ | coverage ↑ |",
+            "|---|---|" + ("---|" if delta else "") + "---|---|",
         ]
         for name, s in summary.items():
-            change = self.relative_change(name)
-            delta = "" if change is None else f"{100 * change:+.0f}%"
-            lines.append(
-                f"| {name} | {_pm(s['inception_score'], 2)} | {delta} | "
-                f"{_pm(s['frechet_distance'], 2)} | {_pm(s['coverage'], 2)} |"
-            )
+            cells = [name, _pm(s["inception_score"], 2)]
+            if delta:
+                change = self.relative_change(name)
+                cells.append("" if change is None else f"{100 * change:+.0f}%")
+            cells += [_pm(s["frechet_distance"], 2), _pm(s["coverage"], 2)]
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:

@@ -134,6 +134,8 @@ def test_table_summary_markdown_and_relative_change():
     assert "mean ± std over 2 seeds" in md
     assert "| base | 5.00 ± 1.00 |  | 5.00 ± 1.00 | 1.00 ± 0.00 |" in md
     assert "| mid | 2.50 ± 0.50 | -50% |" in md
+    plain = dataclasses.replace(table, baselines={}).markdown()
+    assert "Δ IS" not in plain and "| base | 5.00 ± 1.00 | 5.00 ± 1.00 | 1.00 ± 0.00 |" in plain
     d = json.loads(json.dumps(table.as_dict()))
     assert d["rows"]["mid"]["inception_change"] == pytest.approx(-0.5)
     assert [r["inception_score"] for r in d["rows"]["base"]["runs"]] == [4.0, 6.0]
