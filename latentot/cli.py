@@ -164,9 +164,10 @@ def load_codes(path: str, *, key: str | None = None) -> Any:
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
         kind = "NaN" if np.isnan(codes).any() else "inf"
+        count = int(bad.sum())
         raise CLIError(
-            f"codes in {path!r} contain {kind} ({int(bad.sum())} values in {rows.size} rows, "
-            f"first row {int(rows[0])})"
+            f"codes in {path!r} contain {kind} ({count} value{'s' * (count > 1)} in "
+            f"{rows.size} row{'s' * (rows.size > 1)}, first row {int(rows[0])})"
         )
     return codes
 
