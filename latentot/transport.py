@@ -21,7 +21,7 @@ interpolation grid). The batch axes broadcast against the leading axes of ``y``.
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from typing import Any
 
 import jax
@@ -132,12 +132,22 @@ class TabulatedMap:
         v = dx / (jnp.abs(dx) + c)
         pos = (v + self.vmax) * (nseg / (2 * self.vmax))
         i = jnp.clip(jnp.floor(pos), 0, nseg - 1).astype(jnp.int32)
-        if batch:
-            lead = jnp.broadcast_shapes(batch, x.shape[:-1])
-            rows = jnp.arange(math.prod(batch), dtype=jnp.int32).reshape(batch)
-            i = i + nseg * jnp.broadcast_to(rows, lead)[..., None]
-        A, B = self.A.reshape(-1), self.B.reshape(-1)
-        return A.at[i].get(mode="promise_in_bounds") + B.at[i].get(mode="promise_in_bounds") * x
+        if not batch:
+            return (
+                self.A.at[i].get(mode="promise_in_bounds")
+                + self.B.at[i].get(mode="promise_in_bounds") * x
+            )
+        # One table per weight vector: a gather along the segment axis only, with the batch axes
+        # as gather batch dimensions. Under a sharded batch (tables and points sharded alike)
+        # each device then reads its own tables; a flat index into all tables would make XLA
+        # all-gather them.
+        lead = jnp.broadcast_shapes(batch, x.shape[:-1])
+        i = jnp.broadcast_to(i, (*lead, x.shape[-1]))
+        pad = (1,) * (len(lead) - len(batch))
+        A = self.A.reshape(*pad, *batch, nseg)
+        B = self.B.reshape(*pad, *batch, nseg)
+        take = functools.partial(jnp.take_along_axis, indices=i, axis=-1, mode="promise_in_bounds")
+        return take(A) + take(B) * x
 
 
 @_dataclass

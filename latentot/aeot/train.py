@@ -27,6 +27,7 @@ numerically on a small problem.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -38,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from latentot import priors as _priors
@@ -183,6 +186,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume_from: str | os.PathLike | None = None,
+    mesh: Mesh | None = None,
 ) -> Sampler:
     """Trains an AE-OT sampler on latent codes.
 
@@ -211,7 +215,15 @@ def fit(
         always checkpointed when ``checkpoint_path`` is set.
       resume_from: a training checkpoint of a run with the same hyperparameters; training
         continues from its step with its parameters, optimiser state and PRNG key, and gives the
-        same result as the uninterrupted run.
+        same result as the uninterrupted run (with the same ``mesh`` size).
+      mesh: a :class:`jax.sharding.Mesh` for data-parallel training (create it with
+        ``axis_types=(AxisType.Auto, ...)``; all its axes together form the data axis). Each
+        device draws its own ``batch_size`` noise points and ``batch_size`` codes *from its own
+        shard of the codes*, solves its own LP, and the gradients are averaged over devices
+        (the loss is the mean of the devices' losses); parameters and optimiser state stay
+        replicated. ``codes`` are sharded by rows over the mesh (N must be divisible by the
+        number of devices; an array already sharded that way is used in place, never gathered),
+        so shuffle them first if they are ordered, e.g. by class. See "Data parallelism" below.
 
     Defaults, from measurements on the eight Gaussians (4096 codes, ``fit`` with 1000 steps at
     m = 512 unless stated; % of 2000 samples within 3σ of a centre; single runs, about ±1%)
@@ -239,6 +251,20 @@ def fit(
     between clusters and costs nothing in d = 16. Longer training did not help (the smear is a
     bias of the minibatch targets, not an optimisation error), hence the default budget; the
     per-centre shares (0.11-0.14) and the W2 ratio (about 0.7) pass with every setting.
+
+    Data parallelism (``mesh`` with D devices): ``batch_size`` is per device, so a step uses
+    D × ``batch_size`` noise points and codes (the effective batch), split into D independent
+    LPs of size ``batch_size``; the learning rate is not rescaled. With D = 1 the step draws
+    exactly the noise and codes of ``fit`` without a mesh and gives the same result (up to
+    float rounding of the codes' spread, computed on device). With D > 1 device i uses the key
+    ``fold_in(fold_in(key, step), i)``, so the result depends on D (the batch composition): it
+    is a different sample of the same training distribution, not the single-device result,
+    and it is not the single LP of size D × ``batch_size`` either (D smaller LPs are a more
+    biased minibatch OT estimate; see the table above for the effect of m). The history
+    records the devices' mean of every statistic (``lp_converged``: all devices converged).
+    Nothing here assumes one process: ``codes`` may be a global array spanning hosts (see
+    ``docs/distributed.md``); the host syncs once per chunk for progress, reading only the
+    replicated per-step statistics; checkpoints are written by process 0.
 
     Returns:
       The trained :class:`~latentot.aeot.Sampler`; ``sampler.history`` is a dict of NumPy arrays
@@ -276,10 +302,20 @@ def fit(
     n_codes, dim = codes.shape
     if dim < 1:
         raise ValueError(f"codes must have at least one column, got shape {codes.shape}")
-    if not bool(np.all(np.isfinite(np.asarray(codes)))):
-        raise ValueError("codes contain NaN or inf")
-    if n_codes < batch_size:
-        raise ValueError(f"batch_size ({batch_size}) exceeds the number of codes ({n_codes})")
+    if mesh is None:
+        if not bool(np.all(np.isfinite(np.asarray(codes)))):
+            raise ValueError("codes contain NaN or inf")
+        if n_codes < batch_size:
+            raise ValueError(f"batch_size ({batch_size}) exceeds the number of codes ({n_codes})")
+    else:
+        codes = _shard_codes(codes, mesh)  # no gather: only scalar / [d] reductions below
+        if not bool(_all_finite(codes)):
+            raise ValueError("codes contain NaN or inf")
+        if n_codes // mesh.size < batch_size:
+            raise ValueError(
+                f"batch_size ({batch_size}, per device) exceeds the codes per device "
+                f"({n_codes} codes over {mesh.size} devices)"
+            )
     pdim = getattr(prior, "dim", None)
     if pdim is not None and pdim != dim:
         raise ValueError(f"prior has dimension {pdim} but the codes have dimension {dim}")
@@ -293,8 +329,10 @@ def fit(
         kwargs = dict(potential or {})
         kwargs.setdefault("param_dtype", codes.dtype)
         if "output_scale" not in kwargs:  # RMS spread of the codes per coordinate
-            c = np.asarray(codes, np.float64)
-            spread = float(np.sqrt(np.mean(np.var(c, axis=0))))
+            if mesh is None:
+                spread = float(np.sqrt(np.mean(np.var(np.asarray(codes, np.float64), axis=0))))
+            else:  # on device: sharded codes never leave their devices
+                spread = float(_spread(codes))
             kwargs["output_scale"] = spread if spread > 0 else 1.0
         try:
             pconfig = jax.eval_shape(lambda: Potential(dim, **kwargs)).config
@@ -317,13 +355,13 @@ def fit(
     )
     if solver is None:
         from latentot.aeot.lp import solve_batch as solver
-    optimizer, lr_schedule = _make_optimizer(cfg)
+    optimizer, _ = _make_optimizer(cfg)
 
     # ---- state ------------------------------------------------------------------------------
     k_init, k_train = jax.random.split(rng)
     history: dict[str, list] = {}
     if resume_from is not None:
-        params, opt_state, k_train, start, history = _load_training(
+        params, opt_state, k_train, start, history, pconfig = _load_training(
             resume_from, cfg, pconfig, optimizer
         )
     else:
@@ -335,8 +373,11 @@ def fit(
     chunk = min(log_every, checkpoint_every if checkpoint_path else log_every, cfg.steps)
 
     graphdef = _graphdef(tuple(sorted(pconfig.items())))
-    codes = jnp.asarray(codes)
-    run_chunk = _make_chunk_runner(graphdef, prior, cfg, optimizer, lr_schedule, solver, chunk)
+    if mesh is None:
+        codes = jnp.asarray(codes)
+    else:  # replicated over the mesh, built host-side so that this works across processes
+        params, opt_state, k_train = _replicate((params, opt_state, k_train), mesh)
+    run_chunk = _make_chunk_runner(graphdef, prior, cfg, solver, chunk, mesh)
 
     def snapshot(params, hist):
         return Sampler(params, prior, pconfig, history={k: np.asarray(v) for k, v in hist.items()})
@@ -353,9 +394,9 @@ def fit(
                 stop = min(stop, (step // checkpoint_every + 1) * checkpoint_every)
             n = stop - step
             new_params, new_opt, bad, stats = run_chunk(
-                params, opt_state, jnp.int32(step), jnp.int32(n), codes, k_train
+                params, opt_state, np.int32(step), np.int32(n), codes, k_train
             )
-            stats = jax.device_get(stats)
+            stats = jax.device_get(stats)  # [chunk] per-step scalars, replicated
             bad = int(bad)
             keep = n if bad < 0 else bad - step
             bad_loss = float(stats["loss"][keep]) if bad >= 0 else None
@@ -370,7 +411,8 @@ def fit(
             step = stop
             bar.update(n)
             bar.set_postfix(loss=f"{float(stats['loss'][-1]):.4g}")
-            if checkpoint_path and (step % checkpoint_every == 0 or step == cfg.steps):
+            due = checkpoint_path and (step % checkpoint_every == 0 or step == cfg.steps)
+            if due and jax.process_index() == 0:
                 hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
                 _save_training(
                     checkpoint_path, cfg, pconfig, prior, params, opt_state, k_train, step, hist
@@ -381,7 +423,61 @@ def fit(
     return snapshot(params, hist)
 
 
-def _make_chunk_runner(graphdef, prior, cfg: TrainConfig, optimizer, lr_schedule, solver, chunk):
+class _Frozen:
+    """A hashable stand-in for a prior, compared by type, tree structure and leaf values.
+
+    The prior is a compile-time constant of the training step (as a closure constant it
+    compiles to exactly the program of an uncached step; a traced prior changes XLA's fusion
+    and the results in the last bits). Leaves that are neither arrays nor numbers are compared
+    by identity.
+    """
+
+    def __init__(self, value):
+        self.value = value
+        leaves, treedef = jax.tree_util.tree_flatten(value)
+        self._key = (type(value), treedef, tuple(_leaf_key(x) for x in leaves))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Frozen) and self._key == other._key
+
+
+class _Identity:
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+
+def _leaf_key(x):
+    if isinstance(x, (bool, int, float, complex)):
+        return (type(x), x)
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+        a = np.asarray(x)
+        return (a.shape, a.dtype.str, a.tobytes())
+    return _Identity(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepConfig:
+    """Everything static about a training step; hashable, so that one compiled chunk serves
+    every :func:`fit` call with the same configuration (e.g. a run and its resumption)."""
+
+    graphdef: Any
+    prior: _Frozen
+    cfg: TrainConfig
+    solver: Callable
+    chunk: int
+    mesh: Mesh | None
+
+
+def _make_chunk_runner(graphdef, prior, cfg: TrainConfig, solver, chunk, mesh=None):
     """A jitted function running up to ``chunk`` training steps on device.
 
     ``run(params, opt_state, start, n, codes, key) -> (params, opt_state, bad_step, stats)``
@@ -390,17 +486,59 @@ def _make_chunk_runner(graphdef, prior, cfg: TrainConfig, optimizer, lr_schedule
     depend on how the steps are chunked. From the first step with a non-finite loss or gradient
     on (``bad_step``), updates are skipped, so the returned parameters are the last good ones.
     ``stats`` holds ``[chunk]`` arrays of per-step losses and LP diagnostics.
+
+    The compiled function is cached across calls: ``fit`` calls with equal potential, prior
+    (by value), hyperparameters, solver, chunk length and mesh share one compilation.
     """
+    static = _StepConfig(graphdef, _Frozen(prior), cfg, solver, chunk, mesh)
+    return functools.partial(_run_chunk, static=static)
+
+
+@functools.partial(jax.jit, static_argnames=("static",), donate_argnums=(0, 1))
+def _run_chunk(params, opt_state, start, n, codes, key, *, static: _StepConfig):
+    """The body of the chunk runner (see :func:`_make_chunk_runner`).
+
+    With a mesh, the whole chunk runs inside :func:`jax.shard_map`: codes are split by rows
+    (each device sees its shard), everything else is replicated, and every output is
+    replicated. The body runs with ``check_vma=False`` because ott's Sinkhorn is not written
+    for varying-axis tracking (its ``lax.cond`` branches then disagree on the manual axes).
+    Without that tracking, the gradient taken *inside* the body is each device's own gradient
+    (``shard_map`` only sums gradients of replicated inputs when ``check_vma=True``, or when
+    differentiating *through* it), so it is averaged here with one ``pmean``.
+    """
+    if static.mesh is None:
+        return _chunk_body(params, opt_state, start, n, codes, key, static=static, axes=None)
+    axes = tuple(static.mesh.axis_names)
+    body = functools.partial(_chunk_body, static=static, axes=axes)
+    rep = P()
+    return jax.shard_map(
+        body,
+        mesh=static.mesh,
+        in_specs=(rep, rep, rep, rep, P(axes), rep),
+        out_specs=rep,
+        check_vma=False,
+    )(params, opt_state, start, n, codes, key)
+
+
+def _chunk_body(params, opt_state, start, n, codes, key, *, static: _StepConfig, axes):
+    """Runs the steps of one chunk; per device (on its codes shard) when ``axes`` is set."""
+    cfg, graphdef, solver, chunk = static.cfg, static.graphdef, static.solver, static.chunk
+    prior = static.prior.value
     m, lam, penalty = cfg.batch_size, cfg.lam, cfg.penalty
     lp_kwargs = dict(cfg.lp_kwargs)
+    optimizer, lr_schedule = _make_optimizer(cfg)
+    n_dev = 1 if axes is None else static.mesh.size
 
     def loss_fn(params, x, phi, target):
         model = nnx.merge(graphdef, params)
         return regression_loss(model, x, phi, target, lam=lam, penalty=penalty)
 
     def one_step(params, opt_state, step, codes, key):
-        n_codes, d = codes.shape
-        k_noise, k_batch = jax.random.split(jax.random.fold_in(key, step))
+        n_codes, d = codes.shape  # the local shard with a mesh
+        key = jax.random.fold_in(key, step)
+        if n_dev > 1:  # with one device, the draws of the single-device path
+            key = jax.random.fold_in(key, jax.lax.axis_index(axes))
+        k_noise, k_batch = jax.random.split(key)
         x = prior.sample(k_noise, (m, d), codes.dtype).astype(codes.dtype)
         if n_codes == m:
             y = codes
@@ -413,39 +551,97 @@ def _make_chunk_runner(graphdef, prior, cfg: TrainConfig, optimizer, lr_schedule
         phi = phi - jnp.mean(phi)
         target = jax.lax.stop_gradient(y[lp.assignment] - x)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, phi, target)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
-            updates, new_opt = optimizer.update(grads, opt_state, params)
-            lr = lr_schedule(step)
-        new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
-        )
-        stats = {"loss": loss, **aux, "learning_rate": lr}
+        stats = {"loss": loss, **aux}
         for name in _LP_STATS:
             value = getattr(lp, name, None)
             if value is not None:
                 stats["lp_" + name] = jnp.asarray(value)
+        if axes is not None:  # per-device gradients (check_vma=False): average them once
+            grads = jax.lax.pmean(grads, axes)
+            stats = {k: _mean_over(v, axes) for k, v in stats.items()}
+        stats["grad_norm"] = optax.global_norm(grads)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
+            updates, new_opt = optimizer.update(grads, opt_state, params)
+            stats["learning_rate"] = lr_schedule(step)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(stats["loss"]) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+        )
         return new_params, new_opt, finite, stats
 
-    def run(params, opt_state, start, n, codes, key):
-        def body(i, carry):
-            params, opt_state, bad, bufs = carry
-            step = start + i
-            new_params, new_opt, finite, stats = one_step(params, opt_state, step, codes, key)
-            ok = finite & (bad < 0)
-            params = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_params, params)
-            opt_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_opt, opt_state)
-            bad = jnp.where((bad < 0) & ~finite, step, bad)
-            bufs = {k: bufs[k].at[i].set(v.astype(bufs[k].dtype)) for k, v in stats.items()}
-            return params, opt_state, bad, bufs
-
-        shapes = jax.eval_shape(one_step, params, opt_state, start, codes, key)[3]
-        bufs = {k: jnp.zeros((chunk, *s.shape), s.dtype) for k, s in shapes.items()}
-        carry = (params, opt_state, jnp.int32(-1), bufs)
-        params, opt_state, bad, bufs = jax.lax.fori_loop(0, n, body, carry)
+    def body(i, carry):
+        params, opt_state, bad, bufs = carry
+        step = start + i
+        new_params, new_opt, finite, stats = one_step(params, opt_state, step, codes, key)
+        ok = finite & (bad < 0)
+        params = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_params, params)
+        opt_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_opt, opt_state)
+        bad = jnp.where((bad < 0) & ~finite, step, bad)
+        bufs = {k: bufs[k].at[i].set(v.astype(bufs[k].dtype)) for k, v in stats.items()}
         return params, opt_state, bad, bufs
 
-    return jax.jit(run, donate_argnums=(0, 1))
+    shapes = jax.eval_shape(one_step, params, opt_state, start, codes, key)[3]
+    bufs = {k: jnp.zeros((chunk, *s.shape), s.dtype) for k, s in shapes.items()}
+    carry = (params, opt_state, jnp.int32(-1), bufs)
+    params, opt_state, bad, bufs = jax.lax.fori_loop(0, n, body, carry)
+    return params, opt_state, bad, bufs
+
+
+def _mean_over(value, axes):
+    """The devices' mean of a per-device statistic (``all`` for booleans); replicated."""
+    if value.dtype == jnp.bool_:
+        return jax.lax.pmin(value.astype(jnp.int32), axes).astype(jnp.bool_)
+    return jax.lax.pmean(value, axes)
+
+
+# --------------------------------------------------------------------------------------------
+# Placement on a mesh (multi-process safe: arrays are assembled from host data per device).
+
+
+def _shard_codes(codes, mesh: Mesh) -> jax.Array:
+    """``codes`` [N, d] sharded by rows over all axes of ``mesh``.
+
+    A ``jax.Array`` is resharded on device (kept as is when already sharded that way); host
+    data is placed shard by shard, so each process only uploads the rows of its own devices.
+    """
+    sharding = NamedSharding(mesh, P(tuple(mesh.axis_names)))
+    n = codes.shape[0]
+    if n % mesh.size:
+        raise ValueError(
+            f"codes: {n} rows cannot be split evenly over the mesh's {mesh.size} devices; "
+            "drop or add rows so that N is a multiple of the device count"
+        )
+    if isinstance(codes, jax.Array):
+        if codes.sharding.is_equivalent_to(sharding, codes.ndim):
+            return codes
+        return jax.device_put(codes, sharding)
+    host = np.asarray(codes)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _replicate(tree, mesh: Mesh):
+    """Every leaf of ``tree`` (arrays or PRNG keys) replicated over ``mesh``."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(leaf):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+@jax.jit
+def _all_finite(codes):
+    return jnp.all(jnp.isfinite(codes))
+
+
+@jax.jit
+def _spread(codes):
+    """√(mean over coordinates of the codes' variance), as :func:`fit` sets ``output_scale``."""
+    return jnp.sqrt(jnp.mean(jnp.var(codes, axis=0)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,15 +678,32 @@ def _load_training(path, cfg: TrainConfig, pconfig: dict, optimizer):
     if diff:
         details = ", ".join(f"{k}: {stored.get(k)!r} vs {wanted[k]!r}" for k in diff)
         raise ValueError(f"resume_from: hyperparameters differ from the checkpoint ({details})")
-    if meta["potential"] != pconfig:
+    if not _same_potential(meta["potential"], pconfig):
         raise ValueError(
             f"resume_from: the potential differs from the checkpoint "
             f"({meta['potential']!r} vs {pconfig!r})"
         )
+    # The checkpoint's own configuration: ``output_scale`` computed from the codes on device
+    # (with a mesh) or on the host may differ in the last bits.
+    pconfig = meta["potential"]
     template = jax.eval_shape(lambda: init_params(pconfig, 0))
     params = _ckpt.arrays_to_tree("params", template, arrays, path)
     opt_template = jax.eval_shape(optimizer.init, template)
     opt_state = _ckpt.arrays_to_tree("opt", opt_template, arrays, path)
     key = _key_from_meta(meta["key"], arrays["key"])
     history = _ckpt.history_from_arrays(arrays)
-    return params, opt_state, key, int(meta["step"]), history
+    return params, opt_state, key, int(meta["step"]), history, pconfig
+
+
+def _same_potential(stored: dict, wanted: dict) -> bool:
+    """Equal potential configurations, floats up to a relative 1e-5."""
+    if stored.keys() != wanted.keys():
+        return False
+    for k, a in stored.items():
+        b = wanted[k]
+        if isinstance(a, float) and isinstance(b, float):
+            if not math.isclose(a, b, rel_tol=1e-5):
+                return False
+        elif a != b:
+            return False
+    return True
