@@ -66,16 +66,14 @@ def bench(d: int, m: int, steps: int) -> tuple[float, float]:
         final_lr_fraction=0.01,
         lp_kwargs=(),
     )
-    optimizer, schedule = train_mod._make_optimizer(cfg)
+    optimizer, _ = train_mod._make_optimizer(cfg)
     graphdef = _graphdef(tuple(sorted(pconfig.items())))
     params = init_params(pconfig, 0)
     with jax.numpy_dtype_promotion("standard"):
         opt_state = optimizer.init(params)
 
     # Ours: the jitted chunk runner of fit.
-    run = train_mod._make_chunk_runner(
-        graphdef, Gaussian(), cfg, optimizer, schedule, aeot.solve_batch, steps
-    )
+    run = train_mod._make_chunk_runner(graphdef, Gaussian(), cfg, aeot.solve_batch, steps)
     key = jax.random.key(0)
     p, o = jax.tree_util.tree_map(jnp.copy, (params, opt_state))
     p, o, _, stats = run(p, o, jnp.int32(0), jnp.int32(2), codes, key)  # compile
