@@ -244,7 +244,7 @@ def _manual_first_step(rng, codes, potential, batch_size, mesh_size):
         return sum(losses) / len(losses)
 
     loss, grads = jax.value_and_grad(mean_loss)(params)
-    return float(loss), float(optax.global_norm(grads))
+    return float(loss), float(optax.tree.norm(grads))
 
 
 def check_fit_many_devices():

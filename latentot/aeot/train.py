@@ -269,7 +269,8 @@ def fit(
     Returns:
       The trained :class:`~latentot.aeot.Sampler`; ``sampler.history`` is a dict of NumPy arrays
       over steps: ``step``, ``loss``, ``value_loss``, ``penalty_loss``, ``map_error``,
-      ``learning_rate`` and the LP's ``lp_cost``, ``lp_dual``, ``lp_dual_gap``,
+      ``learning_rate``, ``grad_norm`` (global norm of the gradient, averaged over devices
+      with a mesh) and the LP's ``lp_cost``, ``lp_dual``, ``lp_dual_gap``,
       ``lp_max_violation``, ``lp_converged`` (those the solver provides).
 
     Raises:
@@ -559,7 +560,7 @@ def _chunk_body(params, opt_state, start, n, codes, key, *, static: _StepConfig,
         if axes is not None:  # per-device gradients (check_vma=False): average them once
             grads = jax.lax.pmean(grads, axes)
             stats = {k: _mean_over(v, axes) for k, v in stats.items()}
-        stats["grad_norm"] = optax.global_norm(grads)
+        stats["grad_norm"] = optax.tree.norm(grads)
         with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
             updates, new_opt = optimizer.update(grads, opt_state, params)
             stats["learning_rate"] = lr_schedule(step)
