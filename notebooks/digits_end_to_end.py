@@ -31,6 +31,7 @@
 # then poor, and the numbers mean nothing).
 
 # %%
+# %matplotlib inline
 import os
 import time
 

@@ -27,6 +27,7 @@
 # paper-sized run uses 10⁶ pairs.
 
 # %%
+# %matplotlib inline
 import os
 
 import jax

@@ -49,14 +49,23 @@ def kernel_spec_manager(tmp_path_factory) -> KernelSpecManager:
     return KernelSpecManager(kernel_dirs=[str(kernels)])
 
 
+# What each notebook must show beyond running cleanly: at least this many figures, and these
+# strings in its printed output.
+EXPECTED = {
+    "matched_operators.py": (4, ()),
+    "aeot_eight_gaussians.py": (2, ("fast mode", "within 3σ")),
+    "digits_end_to_end.py": (2, ()),
+}
+
+
 def test_notebooks_found():
-    assert (NOTEBOOKS / "matched_operators.py") in _notebooks()
+    names = {p.name for p in _notebooks()}
+    assert set(EXPECTED) <= names
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
 def test_notebook_runs_in_fast_mode(path, kernel_spec_manager, monkeypatch):
     monkeypatch.setenv("LATENTOT_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     # The kernel imports latentot from this checkout even if it is not installed.
     pythonpath = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in pythonpath if p))
@@ -87,3 +96,10 @@ def test_notebook_runs_in_fast_mode(path, kernel_spec_manager, monkeypatch):
         if out.get("output_type") == "error"
     ]
     assert not errors
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    figures, strings = EXPECTED.get(path.name, (1, ()))
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= figures, f"{path.name} drew {len(images)} figures, expected {figures}"
+    text = "".join(o.get("text", "") for o in outputs)
+    for expected in strings:
+        assert expected in text, f"{path.name} printed no {expected!r}"
