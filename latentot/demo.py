@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import resource
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentot import diagnostics, experiments, models, ops, scores
+from latentot._io import write_bytes_atomic
 from latentot.matching import matched_grid, matched_lerp
 
 __all__ = [
@@ -66,32 +66,6 @@ FIGURES = (
 
 # --------------------------------------------------------------------------------------------
 # Atomic output.
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically: temporary file, ``fsync``, ``os.replace``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:

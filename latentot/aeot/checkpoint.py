@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import struct
-import tempfile
 import zlib
 from typing import Any
 
@@ -30,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latentot import _io
 from latentot import priors as _priors
 
 __all__ = ["load", "save"]
@@ -65,36 +65,7 @@ def write_file(path, kind: str, meta: dict, arrays: dict[str, Any]) -> None:
     }
     hbytes = json.dumps(header, sort_keys=True, allow_nan=False).encode()
     hcrc = struct.pack("<I", zlib.crc32(hbytes))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(_LEN.pack(len(hbytes) + 4))
-            f.write(hcrc)
-            f.write(hbytes)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
+    _io.write_bytes_atomic(path, MAGIC + _LEN.pack(len(hbytes) + 4) + hcrc + hbytes + payload)
 
 
 def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
