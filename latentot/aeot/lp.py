@@ -59,15 +59,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ott.geometry import epsilon_scheduler, geometry
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import acceleration, sinkhorn
-from ott.tools import unreg
+
+with warnings.catch_warnings():
+    # ott-jax imports jaxopt, which warns on import that it is no longer maintained; that one
+    # warning is about ott's dependency, not something a latentot user can act on.
+    warnings.filterwarnings("ignore", message=".*JAXopt.*", category=DeprecationWarning)
+    from ott.geometry import epsilon_scheduler, geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import acceleration, sinkhorn
+    from ott.tools import unreg
 
 from latentot import _checks
 
