@@ -9,9 +9,10 @@ with status 2, without a traceback. Progress bars go to stderr and only appear o
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["CLIError", "build_parser", "load_codes", "main"]
@@ -36,44 +37,25 @@ def _log(message: str) -> None:
     print(f"latentot: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _argument(convert: Callable[[str], Any], valid: Callable[[Any], bool], expected: str):
+    """An argparse ``type=``: converts the text and checks the value, with one clear message."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+_positive_int = _argument(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _argument(float, lambda v: 0 < v < math.inf, "a positive number")
+_non_negative_float = _argument(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+_unit_interval = _argument(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 def _check_input_file(path: str, what: str) -> None:

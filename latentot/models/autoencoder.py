@@ -120,13 +120,7 @@ def train_autoencoder(
 
     schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
     optimizer = optax.adamw(schedule, weight_decay=weight_decay)
-    (params, _), history = training.run_steps(
-        train_rng,
-        (params, optimizer.init(params)),
-        training.gradient_step(loss_fn, optimizer),
-        x,
-        steps=steps,
-        progress=progress,
-        desc="autoencoder",
+    params, history = training.minimize(
+        train_rng, params, loss_fn, optimizer, x, steps=steps, progress=progress, desc="autoencoder"
     )
     return nnx.merge(graphdef, params, rest), history

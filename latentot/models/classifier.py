@@ -125,10 +125,11 @@ def train_classifier(
 
     schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
     optimizer = optax.adamw(schedule, weight_decay=weight_decay)
-    (params, _), history = training.run_steps(
+    params, history = training.minimize(
         train_rng,
-        (params, optimizer.init(params)),
-        training.gradient_step(loss_fn, optimizer),
+        params,
+        loss_fn,
+        optimizer,
         (x, y),
         steps=steps,
         progress=progress,

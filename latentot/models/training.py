@@ -78,6 +78,36 @@ def gradient_step(
     return step
 
 
+def minimize(
+    rng: jax.Array,
+    params: Any,
+    loss_fn: Callable[[Any, jax.Array, Any], tuple[jax.Array, dict[str, jax.Array]]],
+    optimizer: optax.GradientTransformation,
+    data: Any,
+    *,
+    steps: int,
+    progress: bool = False,
+    desc: str | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Runs ``steps`` updates of ``optimizer`` on ``loss_fn`` from ``params``.
+
+    The common loop of the models: :func:`gradient_step` driven by :func:`run_steps`.
+
+    Returns:
+        ``(params, history)``: the trained parameters and the per-step metrics.
+    """
+    (params, _), history = run_steps(
+        rng,
+        (params, optimizer.init(params)),
+        gradient_step(loss_fn, optimizer),
+        data,
+        steps=steps,
+        progress=progress,
+        desc=desc,
+    )
+    return params, history
+
+
 def run_steps(
     rng: jax.Array,
     state: Any,

@@ -131,13 +131,7 @@ def train_vae(
 
     schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
     optimizer = optax.adam(schedule)
-    (params, _), history = training.run_steps(
-        train_rng,
-        (params, optimizer.init(params)),
-        training.gradient_step(loss_fn, optimizer),
-        x,
-        steps=steps,
-        progress=progress,
-        desc="VAE",
+    params, history = training.minimize(
+        train_rng, params, loss_fn, optimizer, x, steps=steps, progress=progress, desc="VAE"
     )
     return nnx.merge(graphdef, params, rest), history
