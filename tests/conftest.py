@@ -12,10 +12,11 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 @pytest.fixture
 def x64():
-    """Runs a test with float64 enabled, restoring the previous setting afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    """Runs a test with float64 enabled, through JAX's scoped context manager.
+
+    ``jax.enable_x64`` is the supported way to switch precision for a block; flipping the global
+    flag with ``jax.config.update`` in the middle of a process can leave cached computations of
+    the other precision behind for later tests in the same worker.
+    """
+    with jax.enable_x64(True):
         yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
