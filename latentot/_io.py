@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from typing import Any
 
-__all__ = ["write_bytes_atomic"]
+import numpy as np
+
+__all__ = ["save_figure", "save_npy", "write_bytes_atomic"]
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -46,6 +50,20 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
+    """Saves a matplotlib figure as PNG, atomically (see :func:`write_bytes_atomic`)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def save_npy(path: str | os.PathLike, array: Any) -> None:
+    """Saves an array as ``.npy`` (no pickles), atomically (see :func:`write_bytes_atomic`)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _umask() -> int:

@@ -184,7 +184,7 @@ def _load_sampler(path: str) -> Any:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     _check_output_dir(args.out)
-    from latentot import demo
+    from latentot.digits import demo
 
     report = demo.run_demo(
         args.out,
@@ -262,7 +262,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from latentot import demo
+    from latentot import _io
 
     key = jax.random.key(args.seed)
     chunks = []
@@ -283,7 +283,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     samples = np.concatenate(chunks)
-    demo.save_npy(args.out, samples)
+    _io.save_npy(args.out, samples)
     print(f"wrote {samples.shape[0]} samples of dimension {samples.shape[1]} to {args.out}")
     return 0
 
@@ -295,7 +295,7 @@ def _cmd_mismatch(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from latentot import demo, diagnostics
+    from latentot import _io, diagnostics
 
     prior = _make_prior(args.prior)
     k_report, k_fig = jax.random.split(jax.random.key(args.seed))
@@ -313,9 +313,9 @@ def _cmd_mismatch(args: argparse.Namespace) -> int:
     fig = diagnostics.plot_fig2({title: data})
     stem = f"mismatch_{args.prior}_d{args.dim}"
     png = os.path.join(args.out, stem + ".png")
-    demo.save_figure(fig, png)
+    _io.save_figure(fig, png)
     payload = json.dumps(report.as_dict(), indent=2, allow_nan=True) + "\n"
-    demo.write_bytes_atomic(os.path.join(args.out, stem + ".json"), payload.encode())
+    _io.write_bytes_atomic(os.path.join(args.out, stem + ".json"), payload.encode())
     print(f"wrote {png} and {stem}.json")
     return 0
 

@@ -39,7 +39,8 @@ import jax
 from IPython.display import Markdown, display
 
 import latentot
-from latentot import demo, diagnostics, experiments, models, scores
+from latentot import diagnostics
+from latentot.digits import demo, experiments, models, scores
 
 FAST = os.environ.get("LATENTOT_FAST", "0") == "1"
 BUDGET = experiments.Budget.fast() if FAST else experiments.Budget()

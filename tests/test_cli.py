@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentot import cli, demo
+from latentot import cli
+from latentot.digits import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -1,8 +1,8 @@
 """The end-to-end digits demo behind ``latentot demo``: tables, figures and a report.
 
 :func:`run_demo` trains the scoring classifier, computes the two tables of
-:mod:`latentot.experiments`, the mismatch statistics of the generators' priors, and writes into
-one directory:
+:mod:`latentot.digits.experiments`, the mismatch statistics of the generators' priors, and writes
+into one directory:
 
 * ``report.md`` and ``report.json``: settings, timings (wall and CPU), both tables (per seed and
   mean ± std), the mismatch statistics, and the papers' claims checked against the numbers;
@@ -23,7 +23,6 @@ Every file is written atomically (a temporary file in the same directory, ``fsyn
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -36,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentot import diagnostics, experiments, models, ops, scores
-from latentot._io import write_bytes_atomic
+from latentot import diagnostics, ops
+from latentot._io import save_figure, write_bytes_atomic
+from latentot.digits import experiments, models, scores
 from latentot.matching import matched_grid, matched_lerp
 
 __all__ = [
@@ -62,24 +62,6 @@ FIGURES = (
     "mismatch_fig2.png",
     "mismatch_fig3.png",
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic output.
-
-
-def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> None:
-    """Saves a matplotlib figure as PNG, atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def save_npy(path: str | os.PathLike, array: Any) -> None:
-    """Saves an array as ``.npy``, atomically."""
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    write_bytes_atomic(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +178,7 @@ def plot_midpoints(generator: Any, prior: Any, rng: jax.Array, *, n: int = 18, n
     """Decoded prior samples and 4-point midpoints (linear, SLERP, matched); returns a Figure.
 
     The midpoints are the centres of bilinear grids on four prior samples
-    (:func:`latentot.experiments.interpolation_midpoints`).
+    (:func:`latentot.digits.experiments.interpolation_midpoints`).
     """
     mids = experiments.interpolation_midpoints(rng, prior, n=n, dim=generator.latent_dim)
     names = ["prior", "4-point linear", "4-point slerp", "4-point matched"]
@@ -328,7 +310,7 @@ def run_demo(
         out_dir: output directory (created if missing).
         seed: base seed; seed ``i`` of a table uses ``fold_in(key(seed), i)``.
         seeds: number of seeds of each table.
-        fast: use :meth:`latentot.experiments.Budget.fast` (seconds, poor models: for tests).
+        fast: use :meth:`latentot.digits.experiments.Budget.fast` (seconds, poor models: for tests).
         budget: explicit budget (overrides ``fast``).
         progress: show progress bars.
         log: called with one line per stage (e.g. ``print``); ``None`` is silent.

@@ -7,11 +7,11 @@
   of 2-point and 4-point interpolation (linear, SLERP, matched) under a uniform-prior and a
   Gaussian-prior WGAN-GP generator, against the generators' prior samples.
 
-Both tables carry held-out real digits as the reference row, and every row is scored by the
-same :class:`latentot.scores.DigitsScorer` on batches of the same size (the Fréchet distance is
+Both tables carry held-out real digits as the reference row, and every row is scored by the same
+:class:`latentot.digits.scores.DigitsScorer` on batches of the same size (the Fréchet distance is
 biased by the batch size). Each seed retrains every model from its own key and draws its own
-samples; the scorer (the measuring instrument) and the data split stay fixed, so the reference
-row has zero spread. Budgets (training steps, latent sizes, batch size) are collected in
+samples; the scorer (the measuring instrument) and the data split stay fixed, so the reference row
+has zero spread. Budgets (training steps, latent sizes, batch size) are collected in
 :class:`Budget`; :meth:`Budget.fast` is the seconds-long budget of the tests.
 """
 
@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentot import aeot, models, ops, scores
+from latentot import aeot, ops
 from latentot import priors as _priors
+from latentot.digits import models, scores
 from latentot.matching import matched_combine, matched_lerp
 
 __all__ = [
@@ -119,7 +120,7 @@ class Table:
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
-        """``{row: {score: (mean, std)}}`` over seeds (see :func:`latentot.scores.summarize`)."""
+        """``{row: {score: (mean, std)}}`` over seeds (see :func:`.scores.summarize`)."""
         return {name: scores.summarize(runs) for name, runs in self.rows.items()}
 
     def relative_change(self, row: str) -> float | None:
@@ -185,8 +186,8 @@ class LiuModels:
     """The models of one seed of :func:`liu_table`.
 
     Attributes:
-        autoencoder: the trained :class:`latentot.models.Autoencoder`.
-        vae: the trained :class:`latentot.models.VAE`.
+        autoencoder: the trained :class:`latentot.digits.models.Autoencoder`.
+        vae: the trained :class:`latentot.digits.models.VAE`.
         codes: the autoencoder's codes of the training digits ``[N, latent_dim]``.
         gaussian: ``(mean [d], cholesky factor [d, d])`` of the Gaussian fitted to the codes.
         sampler: the AE-OT :class:`latentot.aeot.Sampler` fitted to the codes.

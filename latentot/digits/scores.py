@@ -1,7 +1,7 @@
 """Sample-quality scores for digits, computed with a classifier trained in-process.
 
 Nothing is downloaded: :func:`fit_scorer` trains a small MLP classifier
-(:class:`latentot.models.Classifier`) on the training digits and keeps the penultimate-layer
+(:class:`latentot.digits.models.Classifier`) on the training digits and keeps the penultimate-layer
 features of held-out *reference* digits. A batch of images ``[n, 64]`` in [0, 1] then gets:
 
 * **inception score** (Salimans et al., 2016, with the digits classifier in place of
@@ -19,7 +19,7 @@ features of held-out *reference* digits. A batch of images ``[n, 64]`` in [0, 1]
   1.0 and a sample collapsed onto one digit covers ``1 / num_classes``.
 
 Every table carries held-out real digits as its reference row: score
-:attr:`latentot.models.DigitsSplit.holdout_x` (disjoint from both the classifier's training
+:attr:`latentot.digits.models.DigitsSplit.holdout_x` (disjoint from both the classifier's training
 digits and the Fréchet reference) with the same scorer, using the same batch size for every row.
 """
 
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from latentot.models.classifier import Classifier, accuracy, train_classifier
+from latentot.digits.models.classifier import Classifier, accuracy, train_classifier
 
 __all__ = [
     "DigitsScorer",
@@ -180,7 +180,7 @@ class DigitsScorer:
     Build it with :func:`fit_scorer`.
 
     Attributes:
-        classifier: the trained :class:`latentot.models.Classifier`.
+        classifier: the trained :class:`latentot.digits.models.Classifier`.
         reference_mean: mean ``[d]`` of the reference digits' features.
         reference_cov: covariance ``[d, d]`` of the reference digits' features.
         accuracy: the classifier's accuracy on the reference digits (held out from training).
@@ -266,7 +266,7 @@ def fit_scorer(
         coverage_threshold: see :func:`class_coverage`; default ``1 / (2 · num_classes)``.
         progress: show a progress bar.
         **classifier_kwargs: further keyword arguments of
-            :func:`latentot.models.train_classifier`.
+            :func:`latentot.digits.models.train_classifier`.
 
     Returns:
         The :class:`DigitsScorer`; its ``accuracy`` is measured on ``reference_x``.

@@ -1,4 +1,4 @@
-"""The table functions of latentot.experiments at tiny budgets, and their building blocks."""
+"""The table functions of latentot.digits.experiments at tiny budgets, and their building blocks."""
 
 import dataclasses
 import json
@@ -10,8 +10,9 @@ import pytest
 import scipy.stats
 
 import latentot
-from latentot import aeot, demo, experiments, models, scores
+from latentot import aeot
 from latentot.diagnostics import ks_distance
+from latentot.digits import demo, experiments, models, scores
 
 TINY = experiments.Budget(
     classifier_steps=60,

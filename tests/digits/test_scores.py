@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from latentot import models, scores
+from latentot.digits import models, scores
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
 * :class:`Generator` / :func:`train_wgan_gp`: a WGAN-GP generator for any latentot prior (e.g.
   ``latentot.Uniform(-1, 1)`` or ``latentot.Gaussian()``).
 * :class:`Classifier` / :func:`train_classifier`: the digits classifier behind
-  :mod:`latentot.scores`.
+  :mod:`latentot.digits.scores`.
 * :func:`split_digits`: the scikit-learn digits in [0, 1], split train / reference / holdout.
 
 Every generative model exposes ``latent_dim``, ``prior``, ``decode(z) -> [n, 64]`` and
@@ -16,9 +16,9 @@ budget for tests, and returns ``(model, history)`` with ``history`` a dict of nu
 ``[steps]``; it is deterministic given ``rng``.
 """
 
-from latentot.models.autoencoder import Autoencoder, reconstruction_error, train_autoencoder
-from latentot.models.classifier import Classifier, accuracy, train_classifier
-from latentot.models.data import (
+from latentot.digits.models.autoencoder import Autoencoder, reconstruction_error, train_autoencoder
+from latentot.digits.models.classifier import Classifier, accuracy, train_classifier
+from latentot.digits.models.data import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     NUM_PIXELS,
@@ -26,9 +26,9 @@ from latentot.models.data import (
     load_digits,
     split_digits,
 )
-from latentot.models.gan import Critic, Generator, train_wgan_gp
-from latentot.models.mlp import MLP
-from latentot.models.vae import VAE, train_vae
+from latentot.digits.models.gan import Critic, Generator, train_wgan_gp
+from latentot.digits.models.mlp import MLP
+from latentot.digits.models.vae import VAE, train_vae
 
 __all__ = [
     "IMAGE_SHAPE",

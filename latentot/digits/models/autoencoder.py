@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from latentot.models import training
-from latentot.models.mlp import MLP
+from latentot.digits.models import training
+from latentot.digits.models.mlp import MLP
 
 __all__ = ["Autoencoder", "reconstruction_error", "train_autoencoder"]
 

@@ -1,4 +1,4 @@
-"""The digits classifier behind :mod:`latentot.scores`, trained in-process (no downloads)."""
+"""The digits classifier behind :mod:`latentot.digits.scores`, trained in-process (no downloads)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from latentot.models import training
-from latentot.models.mlp import MLP
+from latentot.digits.models import training
+from latentot.digits.models.mlp import MLP
 
 __all__ = ["Classifier", "accuracy", "train_classifier"]
 

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from latentot.models import training
-from latentot.models.mlp import MLP
+from latentot.digits.models import training
+from latentot.digits.models.mlp import MLP
 
 __all__ = ["Critic", "Generator", "train_wgan_gp"]
 

@@ -1,4 +1,4 @@
-"""A plain multilayer perceptron, the building block of every model in :mod:`latentot.models`."""
+"""A plain multilayer perceptron, the building block of every digits model."""
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """Shared training loop: jitted, scanned optimisation steps over NNX models' parameters.
 
-The models in :mod:`latentot.models` train functionally. A model is split into its graph and its
-parameters (``nnx.split(model, nnx.Param, ...)``); a pure ``step(state, rng, data)`` updates a
-pytree of parameters and optimiser states; :func:`run_steps` runs it with ``jax.lax.scan`` in
-jitted chunks (one compiled call per chunk, so the Python overhead per step is nil on CPU) and
-collects the per-step metrics. Every random draw comes from ``rng``, so a run is deterministic
-given its seed.
+The models in :mod:`latentot.digits.models` train functionally. A model is split into its graph and
+its parameters (``nnx.split(model, nnx.Param, ...)``); a pure ``step(state, rng, data)`` updates a
+pytree of parameters and optimiser states; :func:`run_steps` runs it with ``jax.lax.scan`` in jitted
+chunks (one compiled call per chunk, so the Python overhead per step is nil on CPU) and collects the
+per-step metrics. Every random draw comes from ``rng``, so a run is deterministic given its seed.
 """
 
 from __future__ import annotations

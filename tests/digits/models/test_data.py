@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from latentot import models
+from latentot.digits import models
 
 
 def test_split_sizes_range_and_stratification():

@@ -4,7 +4,7 @@ import jax
 import pytest
 
 import latentot
-from latentot import models, scores
+from latentot.digits import models, scores
 
 pytestmark = pytest.mark.slow
 

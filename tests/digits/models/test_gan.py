@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 import latentot
-from latentot import models
+from latentot.digits import models
 
 
 @pytest.fixture(scope="module")

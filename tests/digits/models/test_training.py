@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from latentot.models import training
+from latentot.digits.models import training
 
 
 def _quadratic_run(chunk_size, progress=False):

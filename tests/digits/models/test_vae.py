@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import latentot
-from latentot import models
+from latentot.digits import models
 
 
 def test_fast_training_reduces_loss_and_samples():
