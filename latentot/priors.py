@@ -22,8 +22,12 @@ and, optionally (the defaults are used when absent; provide them for accurate up
   :func:`latentot.spherical_cauchy_lerp`).
 
 Priors are frozen dataclasses registered as pytrees: their parameters are data fields, so a
-prior can be passed through ``jax.jit`` and its parameters can be traced. Concrete parameters are
-validated on construction (``ValueError`` naming the argument); traced ones are not.
+prior can be passed through ``jax.jit`` and ``jax.vmap`` (a batch of priors is a prior with
+array-valued parameters) and its parameters can be traced. Concrete parameters are validated when
+a prior is constructed (``ValueError`` naming the argument); traced ones and ``None`` (a prefix
+tree such as ``in_axes=Gaussian(0, None)``) are not. As in equinox, unflattening does not call
+the constructor, so ``jax.tree.map`` and every other tree utility may rebuild a prior with any
+leaves (zeros, ``None``, tracers, batch axes) without tripping its validation.
 """
 
 from __future__ import annotations
@@ -112,9 +116,14 @@ class _LocScale:
     loc: Any
     scale: Any
 
-    def _validate(self) -> None:
-        _checks.check_range("loc", self.loc)
-        _checks.check_range("scale", self.scale, low=0.0, low_open=True)
+    def __post_init__(self) -> None:
+        # Runs only when a user constructs a prior (the pytree unflatten bypasses __init__).
+        self._check_init()
+
+    def _check_init(self) -> None:
+        """Raises ``ValueError`` naming the parameter if a concrete one is invalid."""
+        _check_range("loc", self.loc)
+        _check_range("scale", self.scale, low=0.0, low_open=True)
 
     @property
     def dim(self) -> int | None:
@@ -162,9 +171,36 @@ class _LocScale:
     _symmetric = True
 
 
+def _check_range(name: str, value, **bounds) -> None:
+    if value is not None:  # None: a leaf of a prefix tree (in_axes=Gaussian(0, None)), unchecked
+        _checks.check_range(name, value, **bounds)
+
+
 def _register(cls):
+    """A frozen dataclass whose fields are pytree leaves, unflattened without ``__init__``.
+
+    ``jax.tree_util.register_dataclass`` rebuilds nodes through the constructor, which would
+    validate again on every unflatten (``jax.tree.map(lambda x: x * 0, Gaussian())`` would raise).
+    Here unflattening sets the fields directly, as equinox modules do.
+    """
     cls = dataclasses.dataclass(frozen=True)(cls)
-    return jax.tree_util.register_dataclass(cls)
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    keys = tuple(jax.tree_util.GetAttrKey(n) for n in names)
+
+    def flatten_with_keys(prior):
+        return tuple(zip(keys, (getattr(prior, n) for n in names), strict=True)), None
+
+    def flatten(prior):
+        return tuple(getattr(prior, n) for n in names), None
+
+    def unflatten(_, leaves):
+        prior = object.__new__(cls)
+        for n, leaf in zip(names, leaves, strict=True):
+            object.__setattr__(prior, n, leaf)
+        return prior
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
 
 
 @_register
@@ -173,9 +209,6 @@ class Gaussian(_LocScale):
 
     loc: Any = 0.0
     scale: Any = 1.0
-
-    def __post_init__(self):
-        self._validate()
 
     # Stable with index 2: Σ w_k Z_k ~ N(loc Σ w_k, scale² Σ w_k²).
     stable_norm_order = 2
@@ -216,10 +249,12 @@ class Uniform(_LocScale):
     low: Any = -1.0
     high: Any = 1.0
 
-    def __post_init__(self):
-        _checks.check_range("low", self.low)
-        _checks.check_range("high", self.high)
+    def _check_init(self) -> None:
+        _check_range("low", self.low)
+        _check_range("high", self.high)
         lo, hi = _checks.concrete(self.low), _checks.concrete(self.high)
+        if self.low is None or self.high is None:
+            return
         if lo is not None and hi is not None and np.any(lo >= hi):
             raise ValueError(f"low must be < high, got low={self.low!r}, high={self.high!r}")
 
@@ -284,9 +319,6 @@ class Cauchy(_LocScale):
     loc: Any = 0.0
     scale: Any = 1.0
 
-    def __post_init__(self):
-        self._validate()
-
     # Stable with index 1: Σ w_k Z_k ~ Cauchy(loc Σ w_k, scale Σ |w_k|).
     stable_norm_order = 1
 
@@ -314,9 +346,6 @@ class Laplace(_LocScale):
     loc: Any = 0.0
     scale: Any = 1.0
 
-    def __post_init__(self):
-        self._validate()
-
     def _sample0(self, rng, shape, dtype):
         return jax.random.laplace(rng, shape, dtype)
 
@@ -338,9 +367,6 @@ class Logistic(_LocScale):
 
     loc: Any = 0.0
     scale: Any = 1.0
-
-    def __post_init__(self):
-        self._validate()
 
     def _sample0(self, rng, shape, dtype):
         return jax.random.logistic(rng, shape, dtype)

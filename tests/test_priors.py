@@ -1,5 +1,7 @@
 """Priors against scipy.stats (rtol 1e-5 in float32, body and tails), and the protocol."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,6 +107,54 @@ def test_array_parameters_fix_the_dimension():
 def test_bad_parameters_raise(make, arg):
     with pytest.raises(ValueError, match=arg):
         make()
+
+
+CLASSES = [lo.Gaussian, lo.Uniform, lo.Cauchy, lo.Laplace, lo.Logistic]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_tree_utilities_rebuild_priors_with_any_leaves(cls):
+    p = cls()
+    zero = jax.tree.map(lambda x: x * 0, p)  # scale 0 / low == high: invalid, yet a valid pytree
+    assert type(zero) is cls and jax.tree.leaves(zero) == [0.0, 0.0]
+    none = jax.tree.map(lambda x: None, p)
+    assert type(none) is cls and jax.tree.leaves(none, is_leaf=lambda x: x is None) == [None] * 2
+    paths = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(p)[0]]
+    assert paths == [f".{f.name}" for f in dataclasses.fields(cls)]
+    # optax-style tree arithmetic and structure checks go through unflatten as well
+    twice = jax.tree.map(lambda a, b: a + b, p, p)
+    assert jax.tree.leaves(twice) == [2 * x for x in jax.tree.leaves(p)]
+    assert jax.tree.structure(zero) == jax.tree.structure(p)
+
+
+def test_vmap_over_a_batch_of_priors_matches_scipy():
+    from scipy import stats
+
+    loc, scale = jnp.array([-1.0, 0.0, 2.0]), jnp.array([0.5, 1.0, 3.0])
+    x = jnp.array([0.3, -1.2, 4.0], jnp.float32)
+    batch = lo.Gaussian(loc, scale)
+    got = jax.vmap(lambda p, x: p.log_prob(x))(batch, x)
+    np.testing.assert_allclose(got, stats.norm(loc, scale).logpdf(x), rtol=1e-6)
+    # one sample row per prior of the batch; a prefix tree names the batched leaves
+    z = jax.vmap(lambda p, k: p.sample(k, (20_000,)))(batch, jax.random.split(jax.random.key(0), 3))
+    np.testing.assert_allclose(jnp.mean(z, 1), loc, atol=0.06)
+    np.testing.assert_allclose(jnp.std(z, 1), scale, rtol=0.03)
+    shared = lo.Gaussian(loc, 2.0)
+    cdf = jax.vmap(lambda p, x: p.cdf(x), in_axes=(lo.Gaussian(0, None), 0))(shared, x)
+    np.testing.assert_allclose(cdf, stats.norm(loc, 2.0).cdf(x), rtol=1e-6)
+    lows, highs = jnp.array([0.0, -2.0]), jnp.array([1.0, 2.0])
+    icdf = jax.vmap(lambda p: p.icdf(jnp.float32(0.25)))(lo.Uniform(lows, highs))
+    np.testing.assert_allclose(icdf, stats.uniform(lows, highs - lows).ppf(0.25), rtol=1e-6)
+
+
+def test_construction_still_validates_replaced_and_mapped_parameters():
+    with pytest.raises(ValueError, match="scale"):
+        dataclasses.replace(lo.Gaussian(), scale=-1.0)
+    zero = jax.tree.map(lambda x: x * 0, lo.Laplace(1.0, 2.0))
+    with pytest.raises(ValueError, match="scale"):
+        lo.Laplace(zero.loc, zero.scale)
+    with pytest.raises(ValueError, match="low"):
+        lo.Uniform(jnp.array([0.0, 1.0]), jnp.array([1.0, 1.0]))
 
 
 def test_protocol_defaults_for_user_priors():
