@@ -1,6 +1,7 @@
 """Laws of the Euclidean norm ‖z‖ of a latent vector with i.i.d. components.
 
-* The exact chi law of a standard Gaussian vector: ‖z‖² ~ χ²_d, F(r) = P(d/2, r²/2).
+* The exact chi law of a standard Gaussian vector: ‖z‖² ~ χ²_d, F(r) = P(d/2, r²/2), lives in
+  :mod:`latentot.chi` (re-exported here).
 * Leśniak et al., Observation 2.1: for components with E[Z²] = μ₂ and Var[Z²] = σ₂², ‖z‖ is
   approximately N(√(d μ₂), σ₂² / (4 μ₂)). For the Gaussian this gives variance 1/2 (the paper
   prints 1); for Uniform(-1, 1) it gives √(d/3) and 1/15.
@@ -10,85 +11,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy import special
 
 from latentot import _checks, quadrature
+from latentot.chi import chi_cdf, chi_icdf, chi_isf, chi_sf
 
 __all__ = ["chi_cdf", "chi_icdf", "chi_isf", "chi_sf", "norm_law"]
-
-
-def chi_cdf(r, dim: int):
-    """CDF of the chi law with ``dim`` degrees of freedom, P(dim/2, r²/2)."""
-    dim = _checks.check_positive_int("dim", dim)
-    x = jnp.maximum(_checks.as_float("r", r), 0)
-    return special.gammainc(dim / 2, x * x / 2)
-
-
-def chi_sf(r, dim: int):
-    """Survival function of the chi law, Q(dim/2, r²/2), accurate in the upper tail."""
-    dim = _checks.check_positive_int("dim", dim)
-    x = jnp.maximum(_checks.as_float("r", r), 0)
-    return special.gammaincc(dim / 2, x * x / 2)
-
-
-def chi_icdf(u, dim: int, *, iterations: int = 30):
-    """Quantile of the chi law with ``dim`` degrees of freedom (0 maps to 0, 1 to inf).
-
-    Args:
-      u: probabilities, any shape.
-      dim: degrees of freedom (the latent dimension).
-      iterations: Newton steps.
-
-    Returns:
-      r with the shape of ``u``.
-    """
-    dim = _checks.check_positive_int("dim", dim)
-    u = _checks.as_float("u", u)
-    r = _chi_quantile(u, 1 - u, dim, iterations)
-    r = jnp.where(u <= 0, 0.0, r)
-    return jnp.where(u >= 1, jnp.inf, r).astype(u.dtype)
-
-
-def chi_isf(q, dim: int, *, iterations: int = 30):
-    """Inverse survival function of the chi law: the r with P(‖z‖ > r) = q, exact for small q."""
-    dim = _checks.check_positive_int("dim", dim)
-    q = _checks.as_float("q", q)
-    r = _chi_quantile(1 - q, q, dim, iterations)
-    r = jnp.where(q >= 1, 0.0, r)
-    return jnp.where(q <= 0, jnp.inf, r).astype(q.dtype)
-
-
-def _chi_quantile(f, s, dim, iterations):
-    """The chi quantile of a probability given as CDF value ``f`` and survival value ``s``.
-
-    Newton's method on x = log(r²/2) for log P(a, e^x) = log f in the lower half and
-    log Q(a, e^x) = log s in the upper half (a = dim/2), started from the Wilson-Hilferty
-    approximation; both are monotone and concave in x, so the iteration converges from there.
-    """
-    a = dim / 2
-    tiny = jnp.finfo(f.dtype).tiny
-    upper = f > 0.5
-    p = jnp.clip(jnp.where(upper, s, f), tiny, 0.5)
-    # Wilson-Hilferty start for the chi-square quantile, then s = log(chi2 / 2).
-    z = jnp.where(upper, -special.ndtri(p), special.ndtri(p))
-    c = 2 / (9 * dim)
-    chi2 = dim * jnp.maximum(1 - c + z * jnp.sqrt(c), 0.05) ** 3
-    s = jnp.log(chi2 / 2)
-    target = jnp.log(p)
-    lgam = special.gammaln(a)
-
-    def step(_, s):
-        y = jnp.exp(s)
-        tail = jnp.where(upper, special.gammaincc(a, y), special.gammainc(a, y))
-        tail = jnp.maximum(tail, tiny)
-        # d/ds log P = y · y^{a-1} e^{-y} / Γ(a) / P; for Q the sign flips.
-        dlog = jnp.exp(a * s - y - lgam) / tail
-        dlog = jnp.where(upper, -dlog, dlog)
-        delta = (jnp.log(tail) - target) / jnp.where(dlog == 0, 1, dlog)
-        return s - jnp.clip(delta, -2.0, 2.0)
-
-    s = jax.lax.fori_loop(0, iterations, step, s)
-    return jnp.sqrt(2 * jnp.exp(s))
 
 
 def norm_law(prior, dim: int, dtype=None) -> tuple[jax.Array, jax.Array]:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special
 
-from latentot import _checks, norms
+from latentot import _checks, chi
 
 __all__ = [
     "Cauchy",
@@ -227,19 +227,19 @@ class Gaussian(_LocScale):
 
     def norm_cdf(self, r, dim: int):
         """CDF of ‖z‖ for z ~ N(0, scale² I_dim): P(dim/2, r²/(2 scale²)) (the chi law)."""
-        return norms.chi_cdf(_checks.as_float("r", r) / self.scale, dim)
+        return chi.chi_cdf(_checks.as_float("r", r) / self.scale, dim)
 
     def norm_sf(self, r, dim: int):
         """Survival of ‖z‖ for z ~ N(0, scale² I_dim), accurate in the upper tail."""
-        return norms.chi_sf(_checks.as_float("r", r) / self.scale, dim)
+        return chi.chi_sf(_checks.as_float("r", r) / self.scale, dim)
 
     def norm_isf(self, q, dim: int):
         """Inverse survival of ‖z‖ for z ~ N(0, scale² I_dim), accurate for small q."""
-        return self.scale * norms.chi_isf(_checks.as_float("q", q), dim)
+        return self.scale * chi.chi_isf(_checks.as_float("q", q), dim)
 
     def norm_icdf(self, u, dim: int):
-        """Quantile of ‖z‖ for z ~ N(0, scale² I_dim) (see :func:`latentot.norms.chi_icdf`)."""
-        return self.scale * norms.chi_icdf(_checks.as_float("u", u), dim)
+        """Quantile of ‖z‖ for z ~ N(0, scale² I_dim) (see :func:`latentot.chi.chi_icdf`)."""
+        return self.scale * chi.chi_icdf(_checks.as_float("u", u), dim)
 
 
 @_register

@@ -1,5 +1,7 @@
 """The package's layering (docs/architecture.md): what importing the library pulls in."""
 
+import ast
+import graphlib
 import os
 import subprocess
 import sys
@@ -31,3 +33,52 @@ def test_import_latentot_is_light():
 def test_cli_imports_neither_the_demo_nor_heavy_dependencies():
     names = (*HEAVY, "latentot.digits")
     assert _loaded_after("import latentot.cli", names) == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """``{module: modules of the package it imports}``, function-level imports included."""
+    files = {_module_name(p): p for p in sorted((ROOT / "latentot").rglob("*.py"))}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{anchor}.{base}" if base else anchor
+                # `from latentot import priors` imports the submodule latentot.priors
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names
+                ]
+            else:
+                continue
+            deps.update(t for t in targets if t in files and t != name)
+        graph[name] = deps
+    return graph
+
+
+def test_the_package_has_no_import_cycles():
+    graph = _import_graph()
+    assert {"latentot.priors", "latentot.chi", "latentot.aeot.train"} <= graph.keys()
+    assert "latentot.chi" in graph["latentot.priors"]  # the parser sees the imports
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        raise AssertionError(f"import cycle: {' -> '.join(e.args[1])}") from None
+    assert len(order) == len(graph)
+
+
+def test_the_library_never_imports_the_digits_demo():
+    graph = _import_graph()
+    library = [m for m in graph if not m.startswith("latentot.digits") and m != "latentot.cli"]
+    offenders = {m: sorted(d for d in graph[m] if d.startswith("latentot.digits")) for m in library}
+    assert {m: d for m, d in offenders.items() if d} == {}
