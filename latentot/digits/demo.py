@@ -38,6 +38,7 @@ import numpy as np
 from latentot import diagnostics, ops
 from latentot._io import save_figure, write_bytes_atomic
 from latentot.digits import experiments, models, scores
+from latentot.digits.budget import Budget
 from latentot.matching import matched_grid, matched_lerp
 
 __all__ = [
@@ -300,7 +301,7 @@ def run_demo(
     seed: int = 0,
     seeds: int = 3,
     fast: bool = False,
-    budget: experiments.Budget | None = None,
+    budget: Budget | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -310,8 +311,12 @@ def run_demo(
         out_dir: output directory (created if missing).
         seed: base seed; seed ``i`` of a table uses ``fold_in(key(seed), i)``.
         seeds: number of seeds of each table.
-        fast: use :meth:`latentot.digits.experiments.Budget.fast` (seconds, poor models: for tests).
-        budget: explicit budget (overrides ``fast``).
+        fast: shorthand for ``budget=Budget.fast()`` (seconds, poor models: for tests).
+        budget: the :class:`~latentot.digits.budget.Budget` (default: ``Budget()``, or
+            ``Budget.fast()`` with ``fast``).
+
+    Raises:
+        ValueError: if ``fast`` is given together with a ``budget`` other than the fast one.
         progress: show progress bars.
         log: called with one line per stage (e.g. ``print``); ``None`` is silent.
 
@@ -324,7 +329,10 @@ def run_demo(
 
     say = log or (lambda _msg: None)
     if budget is None:
-        budget = experiments.Budget.fast() if fast else experiments.Budget()
+        budget = Budget.fast() if fast else Budget()
+    elif fast and budget != Budget.fast():
+        raise ValueError("fast=True selects Budget.fast(); pass either fast or budget")
+    fast = budget == Budget.fast()
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     clock = _Clock()
@@ -363,7 +371,7 @@ def run_demo(
     )
     say("mismatch statistics and figures")
     dim = budget.gan_latent_dim
-    n_mismatch = 2_000 if fast else 20_000
+    n_mismatch = budget.mismatch_samples
     mismatch = clock.stage(
         "mismatch",
         lambda: {
@@ -375,9 +383,7 @@ def run_demo(
     )
     figures = clock.stage(
         "figures",
-        lambda: _write_figures(
-            out_dir, k_fig, split, liu_models, agu_models, budget=budget, fast=fast
-        ),
+        lambda: _write_figures(out_dir, k_fig, split, liu_models, agu_models, budget=budget),
     )
     report = {
         "command": "latentot demo",
@@ -420,7 +426,7 @@ def run_demo(
     return report
 
 
-def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, fast) -> list[str]:
+def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget) -> list[str]:
     k_samples, k_aeot, k_uni, k_gauss, k_f1, k_f2, k_mid = jax.random.split(rng, 7)
     keys = jax.random.split(k_samples, 6)
     n = 64
@@ -455,7 +461,7 @@ def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, fast)
         )
     fig = plot_midpoints(gens["uniform"], experiments._table_priors()["uniform"], k_mid)
     save(fig, "midpoints_uniform.png")
-    n_fig = 20_000 if fast else 200_000
+    n_fig = budget.figure_samples
     save(diagnostics.plot_fig1(diagnostics.fig1_data(k_f1, n=n_fig)), "mismatch_fig1.png")
     f2 = {
         f"{pname} prior, d = {budget.gan_latent_dim}": diagnostics.fig2_data(

@@ -28,6 +28,7 @@ import numpy as np
 from latentot import aeot, ops
 from latentot import priors as _priors
 from latentot.digits import models, scores
+from latentot.digits.budget import Budget
 from latentot.matching import matched_combine, matched_lerp
 
 __all__ = [
@@ -50,56 +51,6 @@ REFERENCE_ROW = "real digits (held out)"
 
 #: A generator of images: ``(rng, n) -> [n, 64]``.
 ImageSampler = Callable[[jax.Array, int], jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """Model sizes and training budgets of the experiments.
-
-    Attributes:
-        classifier_steps: steps of the scoring classifier.
-        autoencoder_steps: steps of the autoencoder whose codes AE-OT and the Gaussian fit model.
-        vae_steps: steps of the VAE.
-        gan_steps: generator steps of each WGAN-GP (5 critic steps each).
-        aeot_steps: AE-OT training steps.
-        aeot_batch_size: AE-OT batch LP size.
-        latent_dim: latent dimension of the autoencoder and of the VAE.
-        gan_latent_dim: latent dimension of the two WGAN-GP generators.
-        n_samples: images per scored batch (every row of a table uses the same size).
-
-    The defaults keep ``latentot demo`` (three seeds of both tables) within about five CPU
-    minutes on a 2-core machine. AE-OT's steps and batch size are fixed here rather than taken
-    from :func:`latentot.aeot.fit` so the demo's cost does not follow that function's defaults:
-    on the 8-d codes of the digits, 2000 steps of batch 256 took about 30 s CPU, against about
-    110 s for 3000 steps of batch 512, for samples that score close (inception 8.3 vs 8.7).
-    """
-
-    classifier_steps: int = 2000
-    autoencoder_steps: int = 3000
-    vae_steps: int = 4000
-    gan_steps: int = 3000
-    aeot_steps: int = 2000
-    aeot_batch_size: int = 256
-    latent_dim: int = 8
-    gan_latent_dim: int = 32
-    n_samples: int = 300
-
-    @classmethod
-    def fast(cls) -> Budget:
-        """A budget of seconds, for tests and the notebook's fast mode (poor models)."""
-        return cls(
-            classifier_steps=300,
-            autoencoder_steps=300,
-            vae_steps=300,
-            gan_steps=150,
-            aeot_steps=60,
-            aeot_batch_size=256,
-            n_samples=300,
-        )
-
-    def as_dict(self) -> dict[str, int]:
-        """The budget as a plain dict (JSON-ready)."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from latentot.digits.budget import Budget
 from latentot.digits.models.classifier import Classifier, accuracy, train_classifier
 
 __all__ = [
@@ -245,8 +246,7 @@ def fit_scorer(
     reference_x: Any,
     reference_y: Any,
     *,
-    fast: bool = False,
-    steps: int | None = None,
+    steps: int = Budget.classifier_steps,
     eps: float = 1e-6,
     coverage_threshold: float | None = None,
     progress: bool = False,
@@ -260,8 +260,8 @@ def fit_scorer(
         train_y: training labels ``[n]``.
         reference_x: held-out images ``[m, 64]``: the Fréchet reference, and the accuracy check.
         reference_y: their labels ``[m]``.
-        fast: the seconds-long classifier budget used by tests.
-        steps: classifier optimiser steps (overrides the budget).
+        steps: classifier optimiser steps (default: ``Budget().classifier_steps``; a test
+            passes ``Budget.fast().classifier_steps``).
         eps: ridge ε of the Fréchet distance.
         coverage_threshold: see :func:`class_coverage`; default ``1 / (2 · num_classes)``.
         progress: show a progress bar.
@@ -276,7 +276,6 @@ def fit_scorer(
         _as_images(train_x),
         jnp.asarray(train_y),
         steps=steps,
-        fast=fast,
         progress=progress,
         **classifier_kwargs,
     )

@@ -226,6 +226,32 @@ def test_claims_follow_the_numbers(liu, agustsson):
     ot = summary["(c) AE-OT on AE codes"]["inception_score"][0]
     vae = summary["(a) VAE, prior samples"]["inception_score"][0]
     assert first["values"] == [ot, vae]
-    assert first["holds"] == (ot > vae)
-    for c in out:
-        assert c["holds"] == (c["values"][0] > c["values"][1])
+
+
+def _with_inception(table, values):
+    """``table`` with the inception scores of the named rows replaced (one value per seed)."""
+    rows = {
+        name: tuple(
+            dataclasses.replace(s, inception_score=v)
+            for s, v in zip(runs, values.get(name, [r.inception_score for r in runs]), strict=True)
+        )
+        for name, runs in table.rows.items()
+    }
+    return dataclasses.replace(table, rows=rows)
+
+
+def test_claim_verdicts_and_margins_on_known_scores(liu, agustsson):
+    ot, vae = "(c) AE-OT on AE codes", "(a) VAE, prior samples"
+    cases = [
+        # (AE-OT per seed, VAE per seed) -> (holds, margin in units of the larger spread)
+        (([8.0, 9.0], [7.0, 7.0]), (True, 3.0)),  # means 8.5 vs 7, population std 0.5 and 0
+        (([6.0, 6.0], [7.0, 8.0]), (False, -3.0)),
+        (([7.0, 7.0], [7.0, 7.0]), (False, None)),  # a tie is not "higher"; no spread, no margin
+    ]
+    for (a, b), (holds, margin) in cases:
+        table = _with_inception(liu[0], {ot: a, vae: b})
+        claim = demo.claims(table, agustsson[0])[0]
+        assert claim["claim"] == "AE-OT scores higher than the VAE"
+        assert claim["values"] == [np.mean(a), np.mean(b)]
+        assert claim["holds"] is holds
+        assert claim["margin"] == (None if margin is None else pytest.approx(margin))

@@ -11,9 +11,11 @@
 
 Every generative model exposes ``latent_dim``, ``prior``, ``decode(z) -> [n, 64]`` and
 ``sample(rng, n) -> [n, 64]`` (the autoencoder has ``latent_dim``, ``encode`` and ``decode``).
-Every ``train_*`` function takes ``rng`` first and keyword-only hyperparameters, has a ``fast``
-budget for tests, and returns ``(model, history)`` with ``history`` a dict of numpy arrays
-``[steps]``; it is deterministic given ``rng``.
+Every ``train_*`` function takes ``rng`` first and keyword-only hyperparameters, takes its
+default ``steps`` from :class:`latentot.digits.budget.Budget` (``Budget.fast()`` holds the
+seconds-long budget of the tests), and returns ``(model, history)`` with ``history`` a dict of
+numpy arrays ``[steps]``; it is deterministic given ``rng``. All of them run one training loop
+(:func:`latentot.digits.models.training.run_steps`), compiled once per configuration.
 """
 
 from latentot.digits.models.autoencoder import Autoencoder, reconstruction_error, train_autoencoder

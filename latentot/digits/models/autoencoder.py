@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -9,13 +10,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from latentot.digits.budget import Budget
 from latentot.digits.models import training
 from latentot.digits.models.mlp import MLP
 
 __all__ = ["Autoencoder", "reconstruction_error", "train_autoencoder"]
-
-FAST_STEPS = 300
-DEFAULT_STEPS = 3000
 
 
 class Autoencoder(nnx.Module):
@@ -73,8 +72,7 @@ def train_autoencoder(
     *,
     latent_dim: int = 8,
     hidden: Sequence[int] = (128, 64),
-    steps: int | None = None,
-    fast: bool = False,
+    steps: int = Budget.autoencoder_steps,
     batch_size: int = 128,
     learning_rate: float = 2e-3,
     weight_decay: float = 1e-2,
@@ -91,8 +89,7 @@ def train_autoencoder(
         x: training images ``[n, data_dim]``.
         latent_dim: dimension of the codes.
         hidden: hidden widths of the encoder (mirrored by the decoder).
-        steps: optimiser steps; ``None`` picks 300 with ``fast`` and 3000 otherwise.
-        fast: the seconds-long budget used by tests.
+        steps: optimiser steps (default: ``Budget().autoencoder_steps``).
         batch_size: minibatch size.
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -101,26 +98,43 @@ def train_autoencoder(
     Returns:
         ``(model, history)``; ``history`` maps ``"loss"`` (cross-entropy per pixel) and
         ``"mse"`` (per pixel) to numpy arrays ``[steps]``.
+
+    Raises:
+        ValueError: if ``steps`` is not a positive int.
     """
-    steps = training.resolve_steps(
-        steps, fast=fast, fast_steps=FAST_STEPS, default_steps=DEFAULT_STEPS
-    )
     x = jnp.asarray(x)
     init_rng, train_rng = jax.random.split(rng)
     model = Autoencoder(latent_dim, rngs=nnx.Rngs(init_rng), data_dim=x.shape[-1], hidden=hidden)
     graphdef, params, rest = training.split_params(model)
+    step = _Step(
+        graphdef=graphdef,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        steps=steps,
+    )
+    (params, _), history = training.run_steps(
+        train_rng, step, params, (rest, x), steps=steps, progress=progress, desc="autoencoder"
+    )
+    return nnx.merge(graphdef, params, rest), history
 
-    def loss_fn(params, rng, data):
-        m = nnx.merge(graphdef, params, rest)
-        batch = training.minibatch(rng, data, batch_size)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Step(training.GradientStep):
+    graphdef: nnx.GraphDef
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    steps: int
+
+    def optimizer(self):
+        return training.adam_cosine(self.learning_rate, self.steps, weight_decay=self.weight_decay)
+
+    def loss(self, params, rng, data):
+        rest, x = data
+        m = nnx.merge(self.graphdef, params, rest)
+        batch = training.minibatch(rng, x, self.batch_size)
         logits = m.decode_logits(m.encode(batch))
         loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch))
         mse = jnp.mean((jax.nn.sigmoid(logits) - batch) ** 2)
         return loss, {"mse": mse}
-
-    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
-    optimizer = optax.adamw(schedule, weight_decay=weight_decay)
-    params, history = training.minimize(
-        train_rng, params, loss_fn, optimizer, x, steps=steps, progress=progress, desc="autoencoder"
-    )
-    return nnx.merge(graphdef, params, rest), history

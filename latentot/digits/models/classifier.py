@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -9,13 +10,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from latentot.digits.budget import Budget
 from latentot.digits.models import training
 from latentot.digits.models.mlp import MLP
 
 __all__ = ["Classifier", "accuracy", "train_classifier"]
-
-FAST_STEPS = 300
-DEFAULT_STEPS = 2000
 
 
 class Classifier(nnx.Module):
@@ -70,8 +69,7 @@ def train_classifier(
     *,
     hidden: Sequence[int] = (256, 64),
     num_classes: int = 10,
-    steps: int | None = None,
-    fast: bool = False,
+    steps: int = Budget.classifier_steps,
     batch_size: int = 128,
     learning_rate: float = 2e-3,
     weight_decay: float = 1e-2,
@@ -90,8 +88,7 @@ def train_classifier(
         y: integer labels ``[n]`` in ``[0, num_classes)``.
         hidden: hidden widths; the last is the feature dimension.
         num_classes: number of classes.
-        steps: optimiser steps; ``None`` picks 300 with ``fast`` and 2000 otherwise.
-        fast: the seconds-long budget used by tests.
+        steps: optimiser steps (default: ``Budget().classifier_steps``).
         batch_size: minibatch size.
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -101,38 +98,48 @@ def train_classifier(
     Returns:
         ``(model, history)``; ``history`` maps ``"loss"`` (cross-entropy) and ``"accuracy"``
         (on the minibatch) to numpy arrays ``[steps]``.
+
+    Raises:
+        ValueError: if ``steps`` is not a positive int.
     """
-    steps = training.resolve_steps(
-        steps, fast=fast, fast_steps=FAST_STEPS, default_steps=DEFAULT_STEPS
-    )
     x = jnp.asarray(x)
     y = jnp.asarray(y, dtype=jnp.int32)
     init_rng, train_rng = jax.random.split(rng)
     model = Classifier(num_classes, rngs=nnx.Rngs(init_rng), data_dim=x.shape[-1], hidden=hidden)
     graphdef, params, rest = training.split_params(model)
+    step = _Step(
+        graphdef=graphdef,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        input_noise=input_noise,
+        steps=steps,
+    )
+    (params, _), history = training.run_steps(
+        train_rng, step, params, (rest, x, y), steps=steps, progress=progress, desc="classifier"
+    )
+    return nnx.merge(graphdef, params, rest), history
 
-    def loss_fn(params, rng, data):
-        xs, ys = data
-        m = nnx.merge(graphdef, params, rest)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Step(training.GradientStep):
+    graphdef: nnx.GraphDef
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    input_noise: float
+    steps: int
+
+    def optimizer(self):
+        return training.adam_cosine(self.learning_rate, self.steps, weight_decay=self.weight_decay)
+
+    def loss(self, params, rng, data):
+        rest, xs, ys = data
+        m = nnx.merge(self.graphdef, params, rest)
         batch_rng, noise_rng = jax.random.split(rng)
-        idx = jax.random.randint(batch_rng, (batch_size,), 0, xs.shape[0])
-        xb, yb = xs[idx], ys[idx]
-        xb = xb + input_noise * jax.random.normal(noise_rng, xb.shape, xb.dtype)
+        xb, yb = training.minibatch(batch_rng, (xs, ys), self.batch_size)
+        xb = xb + self.input_noise * jax.random.normal(noise_rng, xb.shape, xb.dtype)
         logits = m(xb)
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
         acc = jnp.mean((jnp.argmax(logits, axis=-1) == yb).astype(logits.dtype))
         return loss, {"accuracy": acc}
-
-    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
-    optimizer = optax.adamw(schedule, weight_decay=weight_decay)
-    params, history = training.minimize(
-        train_rng,
-        params,
-        loss_fn,
-        optimizer,
-        (x, y),
-        steps=steps,
-        progress=progress,
-        desc="classifier",
-    )
-    return nnx.merge(graphdef, params, rest), history

@@ -7,6 +7,7 @@ Gaussian-prior one (``latentot.Gaussian()``) for the matched-operator experiment
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,13 +16,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from latentot._optim import promotion_clean
+from latentot.digits.budget import Budget
 from latentot.digits.models import training
 from latentot.digits.models.mlp import MLP
 
 __all__ = ["Critic", "Generator", "train_wgan_gp"]
-
-FAST_STEPS = 200
-DEFAULT_STEPS = 3000
 
 
 def _leaky_relu(x: jax.Array) -> jax.Array:
@@ -95,8 +95,7 @@ def train_wgan_gp(
     latent_dim: int = 32,
     generator_hidden: Sequence[int] = (128, 256),
     critic_hidden: Sequence[int] = (256, 128),
-    steps: int | None = None,
-    fast: bool = False,
+    steps: int = Budget.gan_steps,
     n_critic: int = 5,
     batch_size: int = 64,
     learning_rate: float = 2e-4,
@@ -117,8 +116,7 @@ def train_wgan_gp(
         latent_dim: latent dimension.
         generator_hidden: hidden widths of the generator.
         critic_hidden: hidden widths of the critic.
-        steps: generator steps; ``None`` picks 200 with ``fast`` and 3000 otherwise.
-        fast: the seconds-long budget used by tests.
+        steps: generator steps (default: ``Budget().gan_steps``).
         n_critic: critic updates per generator step.
         batch_size: minibatch size (real and generated).
         learning_rate: Adam learning rate of both networks.
@@ -129,10 +127,10 @@ def train_wgan_gp(
         ``(generator, history)``; ``history`` maps ``"critic"`` (critic loss),
         ``"generator"`` (generator loss), ``"wasserstein"`` (the critic's estimate
         ``E D(x) - E D(G(z))``) and ``"penalty"`` to numpy arrays ``[steps]``.
+
+    Raises:
+        ValueError: if ``steps`` is not a positive int.
     """
-    steps = training.resolve_steps(
-        steps, fast=fast, fast_steps=FAST_STEPS, default_steps=DEFAULT_STEPS
-    )
     x = jnp.asarray(x)
     g_rng, d_rng, train_rng = jax.random.split(rng, 3)
     gen = Generator(
@@ -145,50 +143,86 @@ def train_wgan_gp(
     critic = Critic(rngs=nnx.Rngs(d_rng), data_dim=x.shape[-1], hidden=critic_hidden)
     g_def, g_params, g_rest = training.split_params(gen)
     d_def, d_params, d_rest = training.split_params(critic)
-    optimizer = optax.adam(learning_rate, b1=0.5, b2=0.9)
+    step = _Step(
+        g_def=g_def,
+        d_def=d_def,
+        n_critic=n_critic,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        gradient_penalty=gradient_penalty,
+    )
+    (g_params, *_), history = training.run_steps(
+        train_rng,
+        step,
+        (g_params, d_params),
+        (g_rest, d_rest, x),
+        steps=steps,
+        chunk_size=250,
+        progress=progress,
+        desc="WGAN-GP",
+    )
+    return nnx.merge(g_def, g_params, g_rest), history
 
-    def generate(g_params, rng):
-        g = nnx.merge(g_def, g_params, g_rest)
-        return g.sample(rng, batch_size)
 
-    def critic_fn(d_params, images):
-        return nnx.merge(d_def, d_params, d_rest)(images)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Step:
+    """``n_critic`` critic updates, then one generator update; state ``(g, d, g_opt, d_opt)``."""
 
-    def critic_loss(d_params, g_params, rng, data):
-        batch_rng, z_rng, mix_rng = jax.random.split(rng, 3)
-        real = training.minibatch(batch_rng, data, batch_size)
-        fake = jax.lax.stop_gradient(generate(g_params, z_rng))
-        t = jax.random.uniform(mix_rng, (batch_size, 1), real.dtype)
-        mixed = t * real + (1.0 - t) * fake
+    g_def: nnx.GraphDef
+    d_def: nnx.GraphDef
+    n_critic: int
+    batch_size: int
+    learning_rate: float
+    gradient_penalty: float
 
-        def critic_sum(images):
-            return jnp.sum(critic_fn(d_params, images))
+    def optimizer(self):
+        return promotion_clean(optax.adam(self.learning_rate, b1=0.5, b2=0.9))
 
-        grads = jax.grad(critic_sum)(mixed)
-        norms = jnp.sqrt(jnp.sum(grads**2, axis=-1) + 1e-12)
-        penalty = jnp.mean((norms - 1.0) ** 2)
-        w = jnp.mean(critic_fn(d_params, real)) - jnp.mean(critic_fn(d_params, fake))
-        return -w + gradient_penalty * penalty, (w, penalty)
+    def init(self, params):
+        g_params, d_params = params
+        opt = self.optimizer()
+        return g_params, d_params, opt.init(g_params), opt.init(d_params)
 
-    def generator_loss(g_params, d_params, rng):
-        return -jnp.mean(critic_fn(d_params, generate(g_params, rng)))
-
-    def step(state, rng, data):
+    def __call__(self, state, rng, data):
+        g_rest, d_rest, x = data
         g_params, d_params, g_opt, d_opt = state
-        critic_rngs = jax.random.split(rng, n_critic + 1)
+        optimizer = self.optimizer()
+
+        def generate(g_params, rng):
+            return nnx.merge(self.g_def, g_params, g_rest).sample(rng, self.batch_size)
+
+        def critic_fn(d_params, images):
+            return nnx.merge(self.d_def, d_params, d_rest)(images)
+
+        def critic_loss(d_params, rng):
+            batch_rng, z_rng, mix_rng = jax.random.split(rng, 3)
+            real = training.minibatch(batch_rng, x, self.batch_size)
+            fake = jax.lax.stop_gradient(generate(g_params, z_rng))
+            t = jax.random.uniform(mix_rng, (self.batch_size, 1), real.dtype)
+            mixed = t * real + (1.0 - t) * fake
+            grads = jax.grad(lambda images: jnp.sum(critic_fn(d_params, images)))(mixed)
+            norms = jnp.sqrt(jnp.sum(grads**2, axis=-1) + 1e-12)
+            penalty = jnp.mean((norms - 1.0) ** 2)
+            w = jnp.mean(critic_fn(d_params, real)) - jnp.mean(critic_fn(d_params, fake))
+            return -w + self.gradient_penalty * penalty, (w, penalty)
 
         def critic_update(carry, key):
             d_params, d_opt = carry
             (loss, (w, penalty)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
-                d_params, g_params, key, data
+                d_params, key
             )
             updates, d_opt = optimizer.update(grads, d_opt, d_params)
             return (optax.apply_updates(d_params, updates), d_opt), (loss, w, penalty)
 
+        keys = jax.random.split(rng, self.n_critic + 1)
         (d_params, d_opt), (d_loss, w, penalty) = jax.lax.scan(
-            critic_update, (d_params, d_opt), critic_rngs[:-1]
+            critic_update, (d_params, d_opt), keys[:-1]
         )
-        g_loss, grads = jax.value_and_grad(generator_loss)(g_params, d_params, critic_rngs[-1])
+
+        def generator_loss(g_params):
+            return -jnp.mean(critic_fn(d_params, generate(g_params, keys[-1])))
+
+        g_loss, grads = jax.value_and_grad(generator_loss)(g_params)
         updates, g_opt = optimizer.update(grads, g_opt, g_params)
         g_params = optax.apply_updates(g_params, updates)
         metrics = {
@@ -198,9 +232,3 @@ def train_wgan_gp(
             "penalty": penalty[-1],
         }
         return (g_params, d_params, g_opt, d_opt), metrics
-
-    state = (g_params, d_params, optimizer.init(g_params), optimizer.init(d_params))
-    (g_params, *_), history = training.run_steps(
-        train_rng, state, step, x, steps=steps, chunk_size=250, progress=progress, desc="WGAN-GP"
-    )
-    return nnx.merge(g_def, g_params, g_rest), history

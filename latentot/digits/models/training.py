@@ -1,44 +1,35 @@
-"""Shared training loop: jitted, scanned optimisation steps over NNX models' parameters.
+"""The training loop of the digits models: scanned optimiser steps, compiled once per configuration.
 
-The models in :mod:`latentot.digits.models` train functionally. A model is split into its graph and
-its parameters (``nnx.split(model, nnx.Param, ...)``); a pure ``step(state, rng, data)`` updates a
-pytree of parameters and optimiser states; :func:`run_steps` runs it with ``jax.lax.scan`` in jitted
-chunks (one compiled call per chunk, so the Python overhead per step is nil on CPU) and collects the
-per-step metrics. Every random draw comes from ``rng``, so a run is deterministic given its seed.
+A model is split into its graph and its parameters (``nnx.split(model, nnx.Param, ...)``). A
+*step* is a frozen, keyword-only dataclass holding the static configuration (graph definition,
+batch size, hyperparameters); it is hashable, so :func:`run_steps` passes it to ``jax.jit`` as a
+static argument and JAX's own cache compiles each configuration once, whatever the calls'
+arrays and keys. Its ``init(params)`` makes the training state and its
+``__call__(state, rng, data)`` does one update; arrays (images, non-trainable model state) come
+in through ``data``. :class:`GradientStep` is the common case, one optax update of a loss. Every
+random draw comes from ``rng``, so a run is deterministic given its seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
+from latentot._optim import promotion_clean
+
 __all__ = [
-    "Step",
-    "gradient_step",
+    "GradientStep",
+    "adam_cosine",
     "minibatch",
-    "resolve_steps",
     "run_steps",
     "split_params",
 ]
-
-#: ``step(state, rng, data) -> (state, metrics)``, metrics a dict of scalars.
-Step = Callable[[Any, jax.Array, Any], tuple[Any, dict[str, jax.Array]]]
-
-
-def resolve_steps(steps: int | None, *, fast: bool, fast_steps: int, default_steps: int) -> int:
-    """The number of steps to run: ``steps`` if given, otherwise the fast or default budget."""
-    if steps is None:
-        steps = fast_steps if fast else default_steps
-    steps = int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
-    return steps
 
 
 def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -46,71 +37,77 @@ def split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]
     return nnx.split(model, nnx.Param, ...)
 
 
-def minibatch(rng: jax.Array, x: jax.Array, batch_size: int) -> jax.Array:
-    """Draws ``batch_size`` rows of ``x`` ``[n, ...]`` uniformly with replacement."""
-    idx = jax.random.randint(rng, (batch_size,), 0, x.shape[0])
-    return x[idx]
-
-
-def gradient_step(
-    loss_fn: Callable[[Any, jax.Array, Any], tuple[jax.Array, dict[str, jax.Array]]],
-    optimizer: optax.GradientTransformation,
-) -> Step:
-    """Builds a :data:`Step` doing one optimiser update of ``loss_fn``.
+def minibatch(rng: jax.Array, data: Any, batch_size: int) -> Any:
+    """Draws ``batch_size`` rows uniformly with replacement.
 
     Args:
-        loss_fn: ``loss_fn(params, rng, data) -> (loss, metrics)``; differentiated in ``params``.
-        optimizer: the optax transformation.
+        rng: PRNG key.
+        data: an array ``[n, ...]`` or a pytree of arrays sharing the leading axis ``n``
+            (images and their labels); the same rows are drawn from each.
+        batch_size: rows to draw.
 
     Returns:
-        ``step((params, opt_state), rng, data) -> ((params, opt_state), {"loss": ..., **metrics})``.
-        Initialise the state as ``(params, optimizer.init(params))``.
+        ``data``'s structure with leaves ``[batch_size, ...]``.
+    """
+    n = jax.tree.leaves(data)[0].shape[0]
+    idx = jax.random.randint(rng, (batch_size,), 0, n)
+    return jax.tree.map(lambda x: x[idx], data)
+
+
+def adam_cosine(
+    learning_rate: float, steps: int, *, weight_decay: float | None = None
+) -> optax.GradientTransformation:
+    """Adam (AdamW when ``weight_decay`` is given) with a cosine decay to 5% over ``steps``."""
+    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
+    if weight_decay is None:
+        return optax.adam(schedule)
+    return optax.adamw(schedule, weight_decay=weight_decay)
+
+
+class GradientStep:
+    """One optax update of ``loss``: the base of the steps of the autoencoder, VAE, classifier.
+
+    Subclasses are frozen dataclasses (the static configuration) defining ``loss`` and
+    ``optimizer``. The state is ``(params, opt_state)``; the metrics are ``{"loss": ...}`` and
+    the ones ``loss`` returns.
     """
 
-    def step(state, rng, data):
+    def loss(self, params: Any, rng: jax.Array, data: Any) -> tuple[jax.Array, dict]:
+        """``(loss, metrics)`` of ``params`` on the minibatch drawn with ``rng`` from ``data``."""
+        raise NotImplementedError
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """The optax transformation (built at trace time from the static hyperparameters)."""
+        raise NotImplementedError
+
+    def init(self, params: Any) -> tuple[Any, Any]:
+        """The training state ``(params, opt_state)``."""
+        return params, promotion_clean(self.optimizer()).init(params)
+
+    def __call__(self, state, rng, data):
         params, opt_state = state
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rng, data)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state), {"loss": loss, **metrics}
-
-    return step
+        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, rng, data)
+        updates, opt_state = self.optimizer().update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **metrics}
 
 
-def minimize(
-    rng: jax.Array,
-    params: Any,
-    loss_fn: Callable[[Any, jax.Array, Any], tuple[jax.Array, dict[str, jax.Array]]],
-    optimizer: optax.GradientTransformation,
-    data: Any,
-    *,
-    steps: int,
-    progress: bool = False,
-    desc: str | None = None,
-) -> tuple[Any, dict[str, np.ndarray]]:
-    """Runs ``steps`` updates of ``optimizer`` on ``loss_fn`` from ``params``.
+def _check_step(step: Any) -> None:
+    if not dataclasses.is_dataclass(step) or not step.__dataclass_params__.frozen:
+        raise TypeError(
+            f"a training step must be a frozen dataclass (hashable: the jit cache key), "
+            f"got {type(step).__name__}"
+        )
 
-    The common loop of the models: :func:`gradient_step` driven by :func:`run_steps`.
 
-    Returns:
-        ``(params, history)``: the trained parameters and the per-step metrics.
-    """
-    (params, _), history = run_steps(
-        rng,
-        (params, optimizer.init(params)),
-        gradient_step(loss_fn, optimizer),
-        data,
-        steps=steps,
-        progress=progress,
-        desc=desc,
-    )
-    return params, history
+@functools.partial(jax.jit, static_argnums=0)
+def _scan(step, state, keys, data):
+    return jax.lax.scan(lambda s, key: step(s, key, data), state, keys)
 
 
 def run_steps(
     rng: jax.Array,
-    state: Any,
-    step: Step,
+    step: Any,
+    params: Any,
     data: Any,
     *,
     steps: int,
@@ -118,32 +115,35 @@ def run_steps(
     progress: bool = False,
     desc: str | None = None,
 ) -> tuple[Any, dict[str, np.ndarray]]:
-    """Runs ``steps`` applications of ``step`` under ``jax.lax.scan``, in jitted chunks.
+    """Runs ``steps`` applications of ``step`` from ``step.init(params)``, in jitted chunks.
 
     Args:
         rng: PRNG key; step ``i`` receives the ``i``-th of ``jax.random.split(rng, steps)``.
-        state: the initial training state (a pytree).
-        step: ``step(state, rng, data) -> (state, metrics)``.
+        step: a frozen dataclass with ``init(params) -> state`` and
+            ``__call__(state, rng, data) -> (state, metrics)`` (metrics: a dict of scalars).
+        params: the initial parameters (a pytree).
         data: passed unchanged to every step (a pytree of arrays, e.g. the training images).
-        steps: number of steps.
-        chunk_size: steps per compiled call; the progress bar advances once per chunk.
+        steps: number of steps (>= 1).
+        chunk_size: steps per compiled call (a ``jax.lax.scan``); the progress bar advances
+            once per chunk. The result does not depend on it.
         progress: show a tqdm progress bar.
         desc: label of the progress bar.
 
     Returns:
         ``(state, history)``: the final state and, for each metric, a numpy array ``[steps]``.
+
+    Raises:
+        ValueError: if ``steps`` or ``chunk_size`` is not a positive int.
+        TypeError: if ``step`` is not a frozen dataclass.
     """
-    steps = int(steps)
-    chunk_size = max(1, min(int(chunk_size), steps))
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    _check_step(step)
+    chunk_size = min(chunk_size, steps)
     keys = jax.random.split(rng, steps)
-
-    @jax.jit
-    def run_chunk(state, keys, data):
-        def body(state, key):
-            return step(state, key, data)
-
-        return jax.lax.scan(body, state, keys)
-
+    state = step.init(params)
     chunks = []
     bar = None
     if progress:
@@ -153,10 +153,7 @@ def run_steps(
     try:
         for start in range(0, steps, chunk_size):
             stop = min(start + chunk_size, steps)
-            # optax mixes Python floats with int32 step counts (Adam's bias correction
-            # ``b1 ** count``), which strict dtype promotion rejects: trace with standard rules.
-            with jax.numpy_dtype_promotion("standard"):
-                state, metrics = run_chunk(state, keys[start:stop], data)
+            state, metrics = _scan(step, state, keys[start:stop], data)
             chunks.append(metrics)
             if bar is not None:
                 bar.update(stop - start)
@@ -164,7 +161,5 @@ def run_steps(
     finally:
         if bar is not None:
             bar.close()
-    history = {
-        k: np.concatenate([np.asarray(jnp.atleast_1d(c[k])) for c in chunks]) for k in chunks[0]
-    }
+    history = {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
     return state, history

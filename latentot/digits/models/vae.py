@@ -6,6 +6,7 @@ Gaussian-prior generator for the matched-operator experiments.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -13,14 +14,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from latentot.digits.budget import Budget
 from latentot.digits.models import training
 from latentot.digits.models.mlp import MLP
 from latentot.priors import Gaussian
 
 __all__ = ["VAE", "train_vae"]
-
-FAST_STEPS = 300
-DEFAULT_STEPS = 4000
 
 
 class VAE(nnx.Module):
@@ -80,8 +79,7 @@ def train_vae(
     *,
     latent_dim: int = 8,
     hidden: Sequence[int] = (256, 128),
-    steps: int | None = None,
-    fast: bool = False,
+    steps: int = Budget.vae_steps,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
     beta: float = 1.0,
@@ -98,8 +96,7 @@ def train_vae(
         x: training images ``[n, data_dim]``.
         latent_dim: latent dimension.
         hidden: hidden widths of the encoder (mirrored by the decoder).
-        steps: optimiser steps; ``None`` picks 300 with ``fast`` and 4000 otherwise.
-        fast: the seconds-long budget used by tests.
+        steps: optimiser steps (default: ``Budget().vae_steps``).
         batch_size: minibatch size.
         learning_rate: peak Adam learning rate.
         beta: weight of the KL term (1 is the ELBO).
@@ -108,30 +105,47 @@ def train_vae(
     Returns:
         ``(model, history)``; ``history`` maps ``"loss"`` (negative ELBO per image, nats),
         ``"reconstruction"`` and ``"kl"`` to numpy arrays ``[steps]``.
+
+    Raises:
+        ValueError: if ``steps`` is not a positive int.
     """
-    steps = training.resolve_steps(
-        steps, fast=fast, fast_steps=FAST_STEPS, default_steps=DEFAULT_STEPS
-    )
     x = jnp.asarray(x)
     init_rng, train_rng = jax.random.split(rng)
     model = VAE(latent_dim, rngs=nnx.Rngs(init_rng), data_dim=x.shape[-1], hidden=hidden)
     graphdef, params, rest = training.split_params(model)
+    step = _Step(
+        graphdef=graphdef,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        beta=beta,
+        steps=steps,
+    )
+    (params, _), history = training.run_steps(
+        train_rng, step, params, (rest, x), steps=steps, progress=progress, desc="VAE"
+    )
+    return nnx.merge(graphdef, params, rest), history
 
-    def loss_fn(params, rng, data):
-        m = nnx.merge(graphdef, params, rest)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Step(training.GradientStep):
+    graphdef: nnx.GraphDef
+    batch_size: int
+    learning_rate: float
+    beta: float
+    steps: int
+
+    def optimizer(self):
+        return training.adam_cosine(self.learning_rate, self.steps)
+
+    def loss(self, params, rng, data):
+        rest, x = data
+        m = nnx.merge(self.graphdef, params, rest)
         batch_rng, noise_rng = jax.random.split(rng)
-        batch = training.minibatch(batch_rng, data, batch_size)
+        batch = training.minibatch(batch_rng, x, self.batch_size)
         mean, log_var = m.encode(batch)
         eps = jax.random.normal(noise_rng, mean.shape, mean.dtype)
         z = mean + jnp.exp(0.5 * log_var) * eps
         logits = m.decode_logits(z)
         rec = jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(logits, batch), axis=-1))
         kl = jnp.mean(0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1))
-        return rec + beta * kl, {"reconstruction": rec, "kl": kl}
-
-    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05)
-    optimizer = optax.adam(schedule)
-    params, history = training.minimize(
-        train_rng, params, loss_fn, optimizer, x, steps=steps, progress=progress, desc="VAE"
-    )
-    return nnx.merge(graphdef, params, rest), history
+        return rec + self.beta * kl, {"reconstruction": rec, "kl": kl}

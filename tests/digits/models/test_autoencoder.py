@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from latentot.digits import models
+from latentot.digits.budget import Budget
+
+FAST = Budget.fast()
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +18,9 @@ def split():
 
 @pytest.fixture(scope="module")
 def trained(split):
-    return models.train_autoencoder(jax.random.key(0), split.train_x, latent_dim=8, fast=True)
+    return models.train_autoencoder(
+        jax.random.key(0), split.train_x, latent_dim=8, steps=FAST.autoencoder_steps
+    )
 
 
 def test_fast_training_reduces_loss(trained):

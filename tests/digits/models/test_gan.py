@@ -25,7 +25,7 @@ def _moment_errors(images, x):
 def test_uniform_prior_generator_fast_training(split):
     prior = latentot.Uniform(-1.0, 1.0)
     gen, history = models.train_wgan_gp(
-        jax.random.key(0), split.train_x, prior=prior, latent_dim=16, fast=True
+        jax.random.key(0), split.train_x, prior=prior, latent_dim=16, steps=200
     )
     assert set(history) == {"critic", "generator", "wasserstein", "penalty"}
     assert history["wasserstein"].shape == (200,)

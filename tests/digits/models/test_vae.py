@@ -6,11 +6,14 @@ import numpy as np
 
 import latentot
 from latentot.digits import models
+from latentot.digits.budget import Budget
 
 
 def test_fast_training_reduces_loss_and_samples():
     split = models.split_digits(seed=0)
-    model, history = models.train_vae(jax.random.key(0), split.train_x, latent_dim=6, fast=True)
+    model, history = models.train_vae(
+        jax.random.key(0), split.train_x, latent_dim=6, steps=Budget.fast().vae_steps
+    )
     assert set(history) == {"loss", "reconstruction", "kl"}
     assert history["loss"].shape == (300,)
     assert np.all(np.isfinite(history["loss"]))
