@@ -1,19 +1,23 @@
 """Checkpoints of AE-OT samplers and training runs: one self-checking file, written atomically.
 
-File layout (little endian)::
+The contents are serialised by flax (:func:`flax.serialization.msgpack_serialize`: msgpack, with
+every array stored as its dtype, shape and raw bytes, so the round trip is exact)::
 
-    MAGIC (16 bytes) | header length (8 bytes) | header (UTF-8 JSON) | payload
+    {"kind": "sampler" | "training", "meta": {...JSON-like...}, "arrays": {name: ndarray}}
 
-The header holds the kind of checkpoint (``"sampler"`` or ``"training"``), the configuration,
-and for every array its name, dtype, shape, offset and size in the payload, plus CRC-32 checksums
-of the header and the payload. Reading checks the magic, the lengths and both checksums, so a
-truncated, empty, corrupted or foreign file raises a ``ValueError`` saying so, never a decoder
-error from deep inside a library. Arrays are stored as raw bytes: the round trip is exact.
+msgpack alone cannot tell a damaged file from a different one (a flipped bit in an array decodes
+to another number) nor a foreign file from ours, so the msgpack body is framed by a small
+header, the only hand-written part of the format (little endian)::
 
-Writes go to a temporary file in the destination directory, which is flushed, ``fsync``-ed and
-renamed over the destination with ``os.replace`` (atomic on POSIX); the directory is then
-``fsync``-ed. A process killed while saving leaves the previous checkpoint intact (and possibly a
-stray ``.<name>.*.tmp`` file, which the next successful save to the same path does not need).
+    MAGIC (16 bytes, the last-but-one is the format version) | body length (8) | CRC-32 (4) | body
+
+Reading checks the magic, the length and the checksum before decoding, so an empty, truncated,
+corrupted or foreign file raises a ``ValueError`` saying so, never a decoder error from deep
+inside a library. Files of format 1 (latentot 0.1) are refused with a message saying so.
+
+Writes go through :func:`latentot._io.write_bytes_atomic` (temporary file, ``fsync``,
+``os.replace``, directory ``fsync``): a process killed while saving leaves the previous
+checkpoint intact (and possibly a stray ``.<name>.*.tmp`` file).
 """
 
 from __future__ import annotations
@@ -28,51 +32,47 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
 from latentot import _io
 from latentot import priors as _priors
 
 __all__ = ["load", "save"]
 
-MAGIC = b"LATENTOT-AEOT\x00\x01\n"  # 16 bytes; the last-but-one byte is the format version
-_LEN = struct.Struct("<Q")
-_MAX_HEADER = 1 << 30
+MAGIC = b"LATENTOT-AEOT\x00\x02\n"  # 16 bytes; the last-but-one byte is the format version
+_FRAME = struct.Struct("<QI")  # body length, CRC-32 of the body
 
 
 # --------------------------------------------------------------------------------------------
-# Raw file format.
+# File format.
 
 
 def write_file(path, kind: str, meta: dict, arrays: dict[str, Any]) -> None:
-    """Atomically writes a checkpoint file with a JSON ``meta`` and named ``arrays``."""
-    path = os.fspath(path)
-    specs, chunks, offset = [], [], 0
-    for name, value in arrays.items():
-        a = np.asarray(value)  # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
-        data = a.tobytes(order="C")
-        specs.append(
-            {"name": name, "dtype": a.dtype.name, "shape": list(a.shape), "offset": offset}
-        )
-        chunks.append(data)
-        offset += len(data)
-    payload = b"".join(chunks)
-    header = {
-        "kind": kind,
-        "meta": meta,
-        "arrays": specs,
-        "payload_size": len(payload),
-        "payload_crc32": zlib.crc32(payload),
-    }
-    hbytes = json.dumps(header, sort_keys=True, allow_nan=False).encode()
-    hcrc = struct.pack("<I", zlib.crc32(hbytes))
-    _io.write_bytes_atomic(path, MAGIC + _LEN.pack(len(hbytes) + 4) + hcrc + hbytes + payload)
+    """Atomically writes a checkpoint file with a JSON-like ``meta`` and named ``arrays``.
+
+    Args:
+      path: destination file.
+      kind: ``"sampler"`` or ``"training"``.
+      meta: plain data (dicts, lists, strings, finite numbers, booleans, ``None``).
+      arrays: ``{name: array}``; each is stored exactly (dtype, shape and bytes).
+
+    Raises:
+      ValueError: ``meta`` is not plain data or holds a non-finite number.
+    """
+    meta = json.loads(json.dumps(meta, allow_nan=False))  # plain data; tuples become lists
+    body = serialization.msgpack_serialize(
+        {"kind": kind, "meta": meta, "arrays": {k: np.asarray(v) for k, v in arrays.items()}}
+    )
+    frame = _FRAME.pack(len(body), zlib.crc32(body))
+    _io.write_bytes_atomic(os.fspath(path), MAGIC + frame + body)
 
 
 def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
     """Reads and verifies a checkpoint file: ``(kind, meta, arrays)``.
 
     Raises:
-      ValueError: the file is empty, truncated, corrupted or not an AE-OT checkpoint.
+      ValueError: the file is empty, truncated, corrupted, of latentot 0.1's format, or not an
+        AE-OT checkpoint.
       FileNotFoundError: the file does not exist.
     """
     path = os.fspath(path)
@@ -84,49 +84,37 @@ def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
 
     if not data:
         raise bad("the file is empty")
-    if len(data) < len(MAGIC) + _LEN.size:
-        if MAGIC.startswith(data[: len(MAGIC)]):
+    head = data[: len(MAGIC)]
+    if head != MAGIC:
+        if len(head) < len(MAGIC) and MAGIC.startswith(head):
             raise bad(f"the file is truncated ({len(data)} bytes)")
+        if len(head) == len(MAGIC) and head[:-2] == MAGIC[:-2]:
+            if head[-2] == 1:
+                raise bad(
+                    "it was written by latentot 0.1 (checkpoint format 1), which this version "
+                    "no longer reads; fit and save the sampler again"
+                )
+            raise bad(f"unsupported format version {head[-2]}")
         raise bad("unrecognised file format (wrong magic bytes)")
-    if data[: len(MAGIC)] != MAGIC:
-        if data[: len(MAGIC) - 2] == MAGIC[:-2]:
-            raise bad(f"unsupported format version {data[len(MAGIC) - 2]}")
-        raise bad("unrecognised file format (wrong magic bytes)")
-    (hlen,) = _LEN.unpack_from(data, len(MAGIC))
-    start = len(MAGIC) + _LEN.size
-    if hlen < 4 or hlen > _MAX_HEADER or start + hlen > len(data):
-        raise bad("the file is truncated (incomplete header)")
-    (hcrc,) = struct.unpack_from("<I", data, start)
-    hbytes = data[start + 4 : start + hlen]
-    if zlib.crc32(hbytes) != hcrc:
-        raise bad("header checksum mismatch (corrupted file)")
+    start = len(MAGIC) + _FRAME.size
+    if len(data) < start:
+        raise bad(f"the file is truncated (incomplete header, {len(data)} bytes)")
+    size, crc = _FRAME.unpack_from(data, len(MAGIC))
+    body = data[start:]
+    if len(body) < size:
+        raise bad(f"the file is truncated (body {len(body)} of {size} bytes)")
+    if len(body) > size:
+        raise bad("trailing bytes after the body")
+    if zlib.crc32(body) != crc:
+        raise bad("checksum mismatch (corrupted file)")
     try:
-        header = json.loads(hbytes.decode())
-        kind, meta, specs = header["kind"], header["meta"], header["arrays"]
-        size, crc = int(header["payload_size"]), int(header["payload_crc32"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise bad(f"malformed header ({e})") from None
-    payload = data[start + hlen :]
-    if len(payload) < size:
-        raise bad(f"the file is truncated (payload {len(payload)} of {size} bytes)")
-    if len(payload) > size:
-        raise bad("trailing bytes after the payload")
-    if zlib.crc32(payload) != crc:
-        raise bad("payload checksum mismatch (corrupted file)")
-    arrays = {}
-    try:
-        for spec in specs:
-            dtype = jnp.dtype(spec["dtype"])
-            shape = tuple(int(s) for s in spec["shape"])
-            count = int(np.prod(shape, dtype=np.int64))
-            off = int(spec["offset"])
-            nbytes = count * dtype.itemsize
-            if off < 0 or off + nbytes > size:
-                raise ValueError(f"array {spec['name']!r} lies outside the payload")
-            arr = np.frombuffer(payload, dtype=dtype, count=count, offset=off).reshape(shape)
-            arrays[spec["name"]] = arr.copy()
-    except (ValueError, KeyError, TypeError) as e:
-        raise bad(f"malformed array table ({e})") from None
+        tree = serialization.msgpack_restore(body)
+        kind, meta, arrays = tree["kind"], tree["meta"], tree["arrays"]
+        if not (isinstance(kind, str) and isinstance(meta, dict) and isinstance(arrays, dict)):
+            raise TypeError("unexpected structure")
+        arrays = {str(k): np.array(v) for k, v in arrays.items()}  # writable copies
+    except Exception as e:  # any decoder failure behind a valid checksum: a malformed file
+        raise bad(f"malformed contents ({type(e).__name__}: {e})") from None
     return kind, meta, arrays
 
 

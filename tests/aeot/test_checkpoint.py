@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from latentot import Gaussian, Laplace, aeot
+from latentot.aeot import checkpoint
 
 
 def _sampler(seed=0, prior=None, **kw):
@@ -86,6 +88,60 @@ def test_bad_files(tmp_path):
         aeot.load(tmp_path / "missing")
 
 
+def test_files_of_latentot_0_1_are_refused_clearly(tmp_path):
+    old = tmp_path / "old.aeot"  # format 1: the same magic with version byte 1
+    old.write_bytes(b"LATENTOT-AEOT\x00\x01\n" + bytes(64))
+    with pytest.raises(ValueError, match=r"latentot 0\.1 \(checkpoint format 1\)"):
+        aeot.load(old)
+    future = tmp_path / "future.aeot"
+    future.write_bytes(b"LATENTOT-AEOT\x00\x09\n" + bytes(64))
+    with pytest.raises(ValueError, match="unsupported format version 9"):
+        aeot.load(future)
+
+
+def test_body_is_flax_msgpack_behind_a_checksummed_frame(tmp_path):
+    """The format is flax's: any flax user can read a checkpoint without latentot."""
+    from flax import serialization
+
+    s = _sampler()
+    path = tmp_path / "s.aeot"
+    aeot.save(path, s)
+    data = path.read_bytes()
+    assert data[:16] == checkpoint.MAGIC
+    size = int.from_bytes(data[16:24], "little")
+    assert size == len(data) - 28 and int.from_bytes(data[24:28], "little") == zlib.crc32(data[28:])
+    tree = serialization.msgpack_restore(data[28:])
+    assert tree["kind"] == "sampler" and tree["meta"]["potential"] == s.potential_config
+    leaves = jax.tree_util.tree_flatten_with_path(s.params)[0]
+    assert len(leaves) == sum(k.startswith("params") for k in tree["arrays"])
+    for p, leaf in leaves:
+        np.testing.assert_array_equal(tree["arrays"]["params" + jax.tree_util.keystr(p)], leaf)
+
+
+def test_write_read_file_round_trip_every_dtype(tmp_path):
+    arrays = {
+        "f32": np.linspace(-1, 1, 7, dtype=np.float32).reshape(7, 1),
+        "f64": np.array([np.pi, -0.0, np.finfo(np.float64).tiny]),
+        "u32": np.array([0, 2**32 - 1], np.uint32),  # raw PRNG key data
+        "i8": np.array([[-128, 127]], np.int8),
+        "bool": np.array([True, False]),
+        "scalar": np.asarray(np.float32(2.5)),
+        "empty": np.zeros((0, 3), np.float32),
+    }
+    meta = {"a": [1, 2.5, "x", None, True], "nested": {"t": (1, 2)}}
+    checkpoint.write_file(tmp_path / "f", "training", meta, arrays)
+    kind, meta2, arrays2 = checkpoint.read_file(tmp_path / "f")
+    assert kind == "training" and meta2 == {"a": [1, 2.5, "x", None, True], "nested": {"t": [1, 2]}}
+    assert arrays2.keys() == arrays.keys()
+    for k, a in arrays.items():
+        assert arrays2[k].dtype == a.dtype and arrays2[k].shape == a.shape, k
+        np.testing.assert_array_equal(arrays2[k], a)
+        assert arrays2[k].flags.writeable
+    with pytest.raises(ValueError):
+        checkpoint.write_file(tmp_path / "g", "training", {"x": float("nan")}, {})
+    assert not (tmp_path / "g").exists()
+
+
 _KILL_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -122,7 +178,11 @@ def test_killed_while_saving_leaves_previous_checkpoint(tmp_path):
                 assert proc.poll() is None, "saver died"
                 assert time.time() < deadline, "saver did not start"
                 time.sleep(0.05)
-            time.sleep(0.1 + 0.037 * attempt)
+            # Kill as soon as a save has its temporary file open (a busy machine can make
+            # fixed delays miss every write), at the latest after 5 s.
+            until = time.time() + 5
+            while time.time() < until and not any(tmp_path.glob(".ckpt.aeot.*.tmp")):
+                time.sleep(0.001)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
