@@ -84,10 +84,7 @@ def test_notebook_runs_in_fast_mode(path, kernel_spec_manager, monkeypatch):
         timeout_func=remaining,
         resources={"metadata": {"path": str(path.parent)}},
     )
-    start = time.monotonic()
-    client.execute()
-    elapsed = time.monotonic() - start
-    assert elapsed < TIMEOUT, f"{path.name} took {elapsed:.0f} s (budget {TIMEOUT:.0f} s)"
+    client.execute()  # a notebook past its budget raises (a hang guard; speed is a benchmark's)
     errors = [
         out
         for cell in nb.cells
