@@ -82,3 +82,31 @@ def test_the_library_never_imports_the_digits_demo():
     library = [m for m in graph if not m.startswith("latentot.digits") and m != "latentot.cli"]
     offenders = {m: sorted(d for d in graph[m] if d.startswith("latentot.digits")) for m in library}
     assert {m: d for m, d in offenders.items() if d} == {}
+
+
+# The layers of docs/architecture.md, bottom up: a module imports only from its own layer or
+# the ones below it.
+LAYERS = {
+    "infrastructure": ("latentot._checks", "latentot._io", "latentot._optim"),
+    "laws": ("latentot.chi", "latentot.priors", "latentot.quadrature", "latentot.norms"),
+    "operations": ("latentot.ops", "latentot.transport", "latentot.matching", "latentot.cauchy"),
+    "diagnostics and AE-OT": ("latentot.diagnostics", "latentot.aeot"),
+    "package": ("latentot",),
+    "digits demo": ("latentot.digits",),
+    "command line": ("latentot.cli", "latentot.__main__"),
+}
+
+
+def _layer(module: str) -> int:
+    for rank, prefixes in enumerate(LAYERS.values()):
+        if any(module == p or (p != "latentot" and module.startswith(p + ".")) for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} belongs to no layer: add it to docs/architecture.md and LAYERS")
+
+
+def test_modules_import_only_their_layer_or_lower_ones():
+    graph = _import_graph()
+    upward = sorted(
+        f"{m} -> {d}" for m, deps in graph.items() for d in deps if _layer(d) > _layer(m)
+    )
+    assert upward == []

@@ -103,38 +103,28 @@ def train_autoencoder(
         ValueError: if ``steps`` is not a positive int.
     """
     x = jnp.asarray(x)
-    init_rng, train_rng = jax.random.split(rng)
-    model = Autoencoder(latent_dim, rngs=nnx.Rngs(init_rng), data_dim=x.shape[-1], hidden=hidden)
-    graphdef, params, rest = training.split_params(model)
-    step = _Step(
-        graphdef=graphdef,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
+    return training.train_model(
+        rng,
+        lambda rngs: Autoencoder(latent_dim, rngs=rngs, data_dim=x.shape[-1], hidden=hidden),
+        lambda graphdef: _Step(
+            graphdef=graphdef,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            steps=steps,
+        ),
+        x,
         steps=steps,
+        progress=progress,
+        desc="autoencoder",
     )
-    (params, _), history = training.run_steps(
-        train_rng, step, params, (rest, x), steps=steps, progress=progress, desc="autoencoder"
-    )
-    return nnx.merge(graphdef, params, rest), history
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Step(training.GradientStep):
-    graphdef: nnx.GraphDef
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    steps: int
-
-    def optimizer(self):
-        return training.adam_cosine(self.learning_rate, self.steps, weight_decay=self.weight_decay)
-
-    def loss(self, params, rng, data):
-        rest, x = data
-        m = nnx.merge(self.graphdef, params, rest)
+    def loss(self, model, rng, x):
         batch = training.minibatch(rng, x, self.batch_size)
-        logits = m.decode_logits(m.encode(batch))
+        logits = model.decode_logits(model.encode(batch))
         loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch))
         mse = jnp.mean((jax.nn.sigmoid(logits) - batch) ** 2)
         return loss, {"mse": mse}

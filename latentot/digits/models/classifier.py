@@ -104,42 +104,33 @@ def train_classifier(
     """
     x = jnp.asarray(x)
     y = jnp.asarray(y, dtype=jnp.int32)
-    init_rng, train_rng = jax.random.split(rng)
-    model = Classifier(num_classes, rngs=nnx.Rngs(init_rng), data_dim=x.shape[-1], hidden=hidden)
-    graphdef, params, rest = training.split_params(model)
-    step = _Step(
-        graphdef=graphdef,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        input_noise=input_noise,
+    return training.train_model(
+        rng,
+        lambda rngs: Classifier(num_classes, rngs=rngs, data_dim=x.shape[-1], hidden=hidden),
+        lambda graphdef: _Step(
+            graphdef=graphdef,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            input_noise=input_noise,
+            steps=steps,
+        ),
+        (x, y),
         steps=steps,
+        progress=progress,
+        desc="classifier",
     )
-    (params, _), history = training.run_steps(
-        train_rng, step, params, (rest, x, y), steps=steps, progress=progress, desc="classifier"
-    )
-    return nnx.merge(graphdef, params, rest), history
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Step(training.GradientStep):
-    graphdef: nnx.GraphDef
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
     input_noise: float
-    steps: int
 
-    def optimizer(self):
-        return training.adam_cosine(self.learning_rate, self.steps, weight_decay=self.weight_decay)
-
-    def loss(self, params, rng, data):
-        rest, xs, ys = data
-        m = nnx.merge(self.graphdef, params, rest)
+    def loss(self, model, rng, data):
         batch_rng, noise_rng = jax.random.split(rng)
-        xb, yb = training.minibatch(batch_rng, (xs, ys), self.batch_size)
+        xb, yb = training.minibatch(batch_rng, data, self.batch_size)
         xb = xb + self.input_noise * jax.random.normal(noise_rng, xb.shape, xb.dtype)
-        logits = m(xb)
+        logits = model(xb)
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
         acc = jnp.mean((jnp.argmax(logits, axis=-1) == yb).astype(logits.dtype))
         return loss, {"accuracy": acc}

@@ -6,7 +6,8 @@ batch size, hyperparameters); it is hashable, so :func:`run_steps` passes it to 
 static argument and JAX's own cache compiles each configuration once, whatever the calls'
 arrays and keys. Its ``init(params)`` makes the training state and its
 ``__call__(state, rng, data)`` does one update; arrays (images, non-trainable model state) come
-in through ``data``. :class:`GradientStep` is the common case, one optax update of a loss. Every
+in through ``data``. :class:`GradientStep` is the common case, one optax update of a loss, and
+:func:`train_model` initialises and trains a model with it. Every
 random draw comes from ``rng``, so a run is deterministic given its seed.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -29,6 +31,7 @@ __all__ = [
     "minibatch",
     "run_steps",
     "split_params",
+    "train_model",
 ]
 
 
@@ -64,21 +67,37 @@ def adam_cosine(
     return optax.adamw(schedule, weight_decay=weight_decay)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class GradientStep:
-    """One optax update of ``loss``: the base of the steps of the autoencoder, VAE, classifier.
+    """One optax update of a model's parameters: the step of the autoencoder, VAE, classifier.
 
-    Subclasses are frozen dataclasses (the static configuration) defining ``loss`` and
-    ``optimizer``. The state is ``(params, opt_state)``; the metrics are ``{"loss": ...}`` and
-    the ones ``loss`` returns.
+    Subclasses add their hyperparameters as fields and define :meth:`loss`. The optimiser is
+    Adam (AdamW when ``weight_decay`` is set) with a cosine decay over ``steps``
+    (:func:`adam_cosine`). The state is ``(params, opt_state)``; ``data`` is
+    ``(rest, arrays)``, the model's non-trainable state and the training arrays; the metrics
+    are ``{"loss": ...}`` and the ones :meth:`loss` returns.
+
+    Attributes:
+        graphdef: the model's graph definition (``split_params(model)[0]``).
+        batch_size: minibatch size.
+        learning_rate: peak learning rate.
+        steps: the length of the cosine decay (the number of steps of the run).
+        weight_decay: AdamW weight decay, or ``None`` for Adam.
     """
 
-    def loss(self, params: Any, rng: jax.Array, data: Any) -> tuple[jax.Array, dict]:
-        """``(loss, metrics)`` of ``params`` on the minibatch drawn with ``rng`` from ``data``."""
+    graphdef: nnx.GraphDef
+    batch_size: int
+    learning_rate: float
+    steps: int
+    weight_decay: float | None = None
+
+    def loss(self, model: nnx.Module, rng: jax.Array, arrays: Any) -> tuple[jax.Array, dict]:
+        """``(loss, metrics)`` of ``model`` on the minibatch drawn with ``rng`` from ``arrays``."""
         raise NotImplementedError
 
     def optimizer(self) -> optax.GradientTransformation:
         """The optax transformation (built at trace time from the static hyperparameters)."""
-        raise NotImplementedError
+        return adam_cosine(self.learning_rate, self.steps, weight_decay=self.weight_decay)
 
     def init(self, params: Any) -> tuple[Any, Any]:
         """The training state ``(params, opt_state)``."""
@@ -86,9 +105,52 @@ class GradientStep:
 
     def __call__(self, state, rng, data):
         params, opt_state = state
-        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, rng, data)
+        rest, arrays = data
+
+        def loss(params):
+            return self.loss(nnx.merge(self.graphdef, params, rest), rng, arrays)
+
+        (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = self.optimizer().update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **metrics}
+        return (optax.apply_updates(params, updates), opt_state), {"loss": value, **metrics}
+
+
+def train_model(
+    rng: jax.Array,
+    make_model: Callable[[nnx.Rngs], nnx.Module],
+    make_step: Callable[[nnx.GraphDef], GradientStep],
+    arrays: Any,
+    *,
+    steps: int,
+    progress: bool = False,
+    desc: str | None = None,
+) -> tuple[nnx.Module, dict[str, np.ndarray]]:
+    """Initialises a model and trains its parameters with :func:`run_steps`.
+
+    Args:
+        rng: PRNG key; split into the initialisation's and the training's.
+        make_model: builds the model from NNX random streams.
+        make_step: builds the :class:`GradientStep` from the model's graph definition.
+        arrays: the training arrays (a pytree), passed to the step's ``loss``.
+        steps: number of steps (>= 1).
+        progress: show a progress bar.
+        desc: label of the progress bar.
+
+    Returns:
+        ``(model, history)``: the trained model and, for each metric, a numpy array ``[steps]``.
+    """
+    init_rng, train_rng = jax.random.split(rng)
+    graphdef, params, rest = split_params(make_model(nnx.Rngs(init_rng)))
+    (params, _), history = run_steps(
+        train_rng,
+        make_step(graphdef),
+        params,
+        (rest, arrays),
+        steps=steps,
+        progress=progress,
+        desc=desc,
+    )
+    return nnx.merge(graphdef, params, rest), history
 
 
 def _check_step(step: Any) -> None:

@@ -110,42 +110,34 @@ def train_vae(
         ValueError: if ``steps`` is not a positive int.
     """
     x = jnp.asarray(x)
-    init_rng, train_rng = jax.random.split(rng)
-    model = VAE(latent_dim, rngs=nnx.Rngs(init_rng), data_dim=x.shape[-1], hidden=hidden)
-    graphdef, params, rest = training.split_params(model)
-    step = _Step(
-        graphdef=graphdef,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        beta=beta,
+    return training.train_model(
+        rng,
+        lambda rngs: VAE(latent_dim, rngs=rngs, data_dim=x.shape[-1], hidden=hidden),
+        lambda graphdef: _Step(
+            graphdef=graphdef,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            beta=beta,
+            steps=steps,
+        ),
+        x,
         steps=steps,
+        progress=progress,
+        desc="VAE",
     )
-    (params, _), history = training.run_steps(
-        train_rng, step, params, (rest, x), steps=steps, progress=progress, desc="VAE"
-    )
-    return nnx.merge(graphdef, params, rest), history
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Step(training.GradientStep):
-    graphdef: nnx.GraphDef
-    batch_size: int
-    learning_rate: float
     beta: float
-    steps: int
 
-    def optimizer(self):
-        return training.adam_cosine(self.learning_rate, self.steps)
-
-    def loss(self, params, rng, data):
-        rest, x = data
-        m = nnx.merge(self.graphdef, params, rest)
+    def loss(self, model, rng, x):
         batch_rng, noise_rng = jax.random.split(rng)
         batch = training.minibatch(batch_rng, x, self.batch_size)
-        mean, log_var = m.encode(batch)
+        mean, log_var = model.encode(batch)
         eps = jax.random.normal(noise_rng, mean.shape, mean.dtype)
         z = mean + jnp.exp(0.5 * log_var) * eps
-        logits = m.decode_logits(z)
+        logits = model.decode_logits(z)
         rec = jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(logits, batch), axis=-1))
         kl = jnp.mean(0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1))
         return rec + self.beta * kl, {"reconstruction": rec, "kl": kl}

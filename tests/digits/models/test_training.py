@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from latentot._optim import promotion_clean
 from latentot.digits import models
@@ -14,30 +15,33 @@ from latentot.digits.budget import Budget
 from latentot.digits.models import training
 
 
+class _Point(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.w = nnx.Param(jnp.zeros(3))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Quadratic(training.GradientStep):
-    learning_rate: float = 0.1
-
-    def optimizer(self):
-        return optax.sgd(self.learning_rate)
-
-    def loss(self, params, rng, data):
-        noise = 0.01 * jax.random.normal(rng, params.shape)
-        return jnp.sum((params - data + noise) ** 2), {"norm": jnp.linalg.norm(params)}
+    def loss(self, model, rng, target):
+        noise = 0.01 * jax.random.normal(rng, target.shape)
+        return jnp.sum((model.w - target + noise) ** 2), {"norm": jnp.linalg.norm(model.w)}
 
 
 def _quadratic_run(chunk_size, progress=False):
+    step = _Quadratic(
+        graphdef=nnx.graphdef(_Point(None)), batch_size=1, learning_rate=0.1, steps=53
+    )
     (params, _), history = training.run_steps(
         jax.random.key(0),
-        _Quadratic(),
-        jnp.zeros(3),
-        jnp.arange(3.0),
+        step,
+        nnx.state(_Point(None), nnx.Param),
+        (nnx.State({}), jnp.arange(3.0)),
         steps=53,
         chunk_size=chunk_size,
         progress=progress,
         desc="quadratic",
     )
-    return params, history
+    return params["w"].get_value(), history
 
 
 def test_run_steps_minimises_and_ignores_chunking():
@@ -52,11 +56,12 @@ def test_run_steps_minimises_and_ignores_chunking():
 
 
 def test_run_steps_rejects_bad_arguments():
+    step = _Quadratic(graphdef=nnx.graphdef(_Point(None)), batch_size=1, learning_rate=0.1, steps=3)
     with pytest.raises(ValueError, match="steps"):
-        training.run_steps(jax.random.key(0), _Quadratic(), jnp.zeros(3), jnp.ones(3), steps=0)
+        training.run_steps(jax.random.key(0), step, jnp.zeros(3), jnp.ones(3), steps=0)
     with pytest.raises(ValueError, match="chunk_size"):
         training.run_steps(
-            jax.random.key(0), _Quadratic(), jnp.zeros(3), jnp.ones(3), steps=3, chunk_size=0
+            jax.random.key(0), step, jnp.zeros(3), jnp.ones(3), steps=3, chunk_size=0
         )
     with pytest.raises(TypeError, match="frozen dataclass"):
         training.run_steps(jax.random.key(0), lambda s, k, d: (s, {}), 0.0, None, steps=3)
