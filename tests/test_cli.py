@@ -242,7 +242,7 @@ def test_demo_fast_end_to_end(tmp_path):
     for table in (liu, agu):
         ref = table["rows"]["real digits (held out)"]
         # Held-out real digits: the scorer recognises them, all ten classes are there.
-        assert ref["mean"]["inception_score"] > 9.0  # 9.75 measured; 10 is the maximum
+        assert ref["mean"]["inception_score"] > 8.0  # 8.64 measured with the fast scorer; max 10
         assert ref["mean"]["coverage"] == 1.0
         for row in table["rows"].values():
             assert len(row["runs"]) == 1
