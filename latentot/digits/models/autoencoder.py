@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -103,20 +104,11 @@ def train_autoencoder(
         ValueError: if ``steps`` is not a positive int.
     """
     x = jnp.asarray(x)
+    model = functools.partial(Autoencoder, latent_dim, data_dim=x.shape[-1], hidden=hidden)
+    step = functools.partial(_Step, batch_size=batch_size, learning_rate=learning_rate)
+    step = functools.partial(step, weight_decay=weight_decay)
     return training.train_model(
-        rng,
-        lambda rngs: Autoencoder(latent_dim, rngs=rngs, data_dim=x.shape[-1], hidden=hidden),
-        lambda graphdef: _Step(
-            graphdef=graphdef,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            steps=steps,
-        ),
-        x,
-        steps=steps,
-        progress=progress,
-        desc="autoencoder",
+        rng, model, step, x, steps=steps, progress=progress, desc="autoencoder"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -104,21 +105,11 @@ def train_classifier(
     """
     x = jnp.asarray(x)
     y = jnp.asarray(y, dtype=jnp.int32)
+    model = functools.partial(Classifier, num_classes, data_dim=x.shape[-1], hidden=hidden)
+    step = functools.partial(_Step, batch_size=batch_size, learning_rate=learning_rate)
+    step = functools.partial(step, weight_decay=weight_decay, input_noise=input_noise)
     return training.train_model(
-        rng,
-        lambda rngs: Classifier(num_classes, rngs=rngs, data_dim=x.shape[-1], hidden=hidden),
-        lambda graphdef: _Step(
-            graphdef=graphdef,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            input_noise=input_noise,
-            steps=steps,
-        ),
-        (x, y),
-        steps=steps,
-        progress=progress,
-        desc="classifier",
+        rng, model, step, (x, y), steps=steps, progress=progress, desc="classifier"
     )
 
 

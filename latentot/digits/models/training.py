@@ -117,8 +117,8 @@ class GradientStep:
 
 def train_model(
     rng: jax.Array,
-    make_model: Callable[[nnx.Rngs], nnx.Module],
-    make_step: Callable[[nnx.GraphDef], GradientStep],
+    make_model: Callable[..., nnx.Module],
+    make_step: Callable[..., GradientStep],
     arrays: Any,
     *,
     steps: int,
@@ -129,8 +129,10 @@ def train_model(
 
     Args:
         rng: PRNG key; split into the initialisation's and the training's.
-        make_model: builds the model from NNX random streams.
-        make_step: builds the :class:`GradientStep` from the model's graph definition.
+        make_model: builds the model, called as ``make_model(rngs=nnx.Rngs(key))``.
+        make_step: builds the :class:`GradientStep`, called as
+            ``make_step(graphdef=graphdef, steps=steps)`` (e.g. a ``functools.partial`` of the
+            step class holding the other hyperparameters).
         arrays: the training arrays (a pytree), passed to the step's ``loss``.
         steps: number of steps (>= 1).
         progress: show a progress bar.
@@ -140,10 +142,10 @@ def train_model(
         ``(model, history)``: the trained model and, for each metric, a numpy array ``[steps]``.
     """
     init_rng, train_rng = jax.random.split(rng)
-    graphdef, params, rest = split_params(make_model(nnx.Rngs(init_rng)))
+    graphdef, params, rest = split_params(make_model(rngs=nnx.Rngs(init_rng)))
     (params, _), history = run_steps(
         train_rng,
-        make_step(graphdef),
+        make_step(graphdef=graphdef, steps=steps),
         params,
         (rest, arrays),
         steps=steps,

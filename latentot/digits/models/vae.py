@@ -7,6 +7,7 @@ Gaussian-prior generator for the matched-operator experiments.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -110,21 +111,9 @@ def train_vae(
         ValueError: if ``steps`` is not a positive int.
     """
     x = jnp.asarray(x)
-    return training.train_model(
-        rng,
-        lambda rngs: VAE(latent_dim, rngs=rngs, data_dim=x.shape[-1], hidden=hidden),
-        lambda graphdef: _Step(
-            graphdef=graphdef,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            beta=beta,
-            steps=steps,
-        ),
-        x,
-        steps=steps,
-        progress=progress,
-        desc="VAE",
-    )
+    model = functools.partial(VAE, latent_dim, data_dim=x.shape[-1], hidden=hidden)
+    step = functools.partial(_Step, batch_size=batch_size, learning_rate=learning_rate, beta=beta)
+    return training.train_model(rng, model, step, x, steps=steps, progress=progress, desc="VAE")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
