@@ -1,14 +1,13 @@
 """The training loop of the digits models: scanned optimiser steps, compiled once per configuration.
 
-A model is split into its graph and its parameters (``nnx.split(model, nnx.Param, ...)``). A
-*step* is a frozen, keyword-only dataclass holding the static configuration (graph definition,
-batch size, hyperparameters); it is hashable, so :func:`run_steps` passes it to ``jax.jit`` as a
-static argument and JAX's own cache compiles each configuration once, whatever the calls'
-arrays and keys. Its ``init(params)`` makes the training state and its
-``__call__(state, rng, data)`` does one update; arrays (images, non-trainable model state) come
-in through ``data``. :class:`GradientStep` is the common case, one optax update of a loss, and
-:func:`train_model` initialises and trains a model with it. Every
-random draw comes from ``rng``, so a run is deterministic given its seed.
+A model is split into its graph and its parameters (``nnx.split(model, nnx.Param, ...)``). A *step*
+is a frozen, keyword-only dataclass holding the static configuration (graph definition, batch size,
+hyperparameters); it is hashable, so :func:`run_steps` passes it to ``jax.jit`` as a static argument
+and JAX's own cache compiles each configuration once, whatever the calls' arrays and keys. Its
+``init(params)`` makes the training state and its ``__call__(state, rng, data)`` does one update;
+arrays (images, non-trainable model state) come in through ``data``. :class:`GradientStep` is the
+common case, one optax update of a loss, and :func:`train_model` initialises and trains a model with
+it. Every random draw comes from ``rng``, so a run is deterministic given its seed.
 """
 
 from __future__ import annotations
