@@ -41,10 +41,6 @@ def _log(message: str) -> None:
     print(f"latentot: {message}", file=sys.stderr, flush=True)
 
 
-def _quiet(_message: str) -> None:
-    pass
-
-
 def _elapsed(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
@@ -63,6 +59,8 @@ class FitProgress:
       steps: the total number of steps of the run.
       mode: ``"bar"``, ``"log"`` or ``"off"``.
       stream: where lines go (default ``sys.stderr``).
+      write: instead of ``stream``, called with the line's text without the ``latentot:``
+        prefix and the elapsed time (the CLI passes its timestamping logger).
       every_s: seconds between lines at most (when a chunk ends after that long).
       clock: a monotonic clock in seconds (for tests).
     """
@@ -73,6 +71,7 @@ class FitProgress:
         *,
         mode: str,
         stream: TextIO | None = None,
+        write: Callable[[str], None] | None = None,
         every_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -81,6 +80,7 @@ class FitProgress:
         self.steps = steps
         self.mode = mode
         self.stream = stream
+        self.write = write
         self.every_s = every_s
         self.clock = clock
         self.every_steps = max(1, steps // 10)
@@ -114,12 +114,16 @@ class FitProgress:
             )
         if due:
             percent = 100 * step / self.steps if self.steps else 100.0
-            print(
-                f"latentot: fit: step {step}/{self.steps} ({percent:.0f}%), loss {loss:.4g}, "
-                f"{_elapsed(now - self._start)} elapsed",
-                file=self.stream or sys.stderr,
-                flush=True,
-            )
+            text = f"fit: step {step}/{self.steps} ({percent:.0f}%), loss {loss:.4g}"
+            if self.write is not None:
+                self.write(text)
+            else:
+                elapsed = _elapsed(now - self._start)
+                print(
+                    f"latentot: {text}, {elapsed} elapsed",
+                    file=self.stream or sys.stderr,
+                    flush=True,
+                )
             self._last_step, self._last_time = step, now
             self.lines += 1
 
@@ -411,7 +415,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    say = _quiet if args.quiet else _log
     if args.resume and not args.checkpoint:
         raise CLIError("--resume needs --checkpoint PATH (the training checkpoint to continue)")
     codes = load_codes(args.codes, key=args.key)
@@ -458,25 +461,27 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         mode = "off"
     else:
         mode = "bar" if _progress() else "log"
-    progress = FitProgress(steps, mode=mode)
+    beat = _Heartbeat(quiet=args.quiet, tty=_progress())
+    progress = FitProgress(steps, mode=mode, write=beat.say)
     if "callback" in defaults:
         kwargs["callback"] = progress
     else:  # TODO(merge): aeot.fit without callback= (before the AE-OT redesign)
         kwargs["progress"] = mode == "bar"
-    say(
-        f"fitting AE-OT on {n} codes of dimension {codes.shape[1]} "
-        f"({steps} steps, batch {batch_size}, {args.prior} prior"
-        + (f", resuming from {args.checkpoint}" if args.resume else "")
-        + ")"
-    )
     try:
-        sampler = aeot.fit(
-            jax.random.key(args.seed),
-            codes,
-            prior=_make_prior(args.prior),
-            batch_size=batch_size,
-            **kwargs,
-        )
+        with beat:
+            beat.say(
+                f"fitting AE-OT on {n} codes of dimension {codes.shape[1]} "
+                f"({steps} steps, batch {batch_size}, {args.prior} prior"
+                + (f", resuming from {args.checkpoint}" if args.resume else "")
+                + ")"
+            )
+            sampler = aeot.fit(
+                jax.random.key(args.seed),
+                codes,
+                prior=_make_prior(args.prior),
+                batch_size=batch_size,
+                **kwargs,
+            )
     except aeot.TrainingDivergedError as e:
         raise CLIError(str(e)) from None
     except ValueError as e:  # invalid hyperparameters or a checkpoint that does not match

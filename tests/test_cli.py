@@ -245,12 +245,14 @@ def _has_fit_callback():
 def test_fit_logs_progress_without_a_terminal(fit_proc):
     if not _has_fit_callback():
         pytest.skip("aeot.fit has no callback= yet (the AE-OT redesign adds it)")
-    lines = [ln for ln in fit_proc.stderr.splitlines() if ln.startswith("latentot: fit: step")]
+    lines = [ln for ln in fit_proc.stderr.splitlines() if "] fit: step " in ln]
     steps = [int(re.search(r"step (\d+)/200", ln).group(1)) for ln in lines]
-    # A line at least every 10% of the 200 steps, the last one at the end, with the loss.
+    # A line at least every 10% of the 200 steps, the last one at the end, with the loss and
+    # the elapsed time.
     assert steps[-1] == 200 and steps[0] <= 20
     assert np.all(np.diff(steps) <= 20), steps
-    assert all(re.search(r"loss -?[0-9.e+-]+, (\d+ s|\d+:\d\d) elapsed", ln) for ln in lines)
+    pattern = r"latentot: \[[0-9:]+( s)?\] fit: step \d+/200 \(\d+%\), loss -?[0-9.e+-]+"
+    assert all(re.fullmatch(pattern, ln) for ln in lines), lines
 
 
 def test_fit_progress_lines_every_tenth_or_30_seconds():
@@ -374,6 +376,10 @@ def test_full_disk_keeps_the_trained_sampler(workdir, codes, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("latentot: error: cannot write the figure 'm/mismatch_uniform_d2.png'")
     assert err.endswith("No space left on device")
+    # A write deep inside the demo fails in write_bytes_atomic's temporary file: main() names
+    # the destination.
+    tmp = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/.samples.png.k2j4_x.tmp")
+    assert cli._os_error(tmp) == "No space left on device: 'out/samples.png'"
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,5 +452,19 @@ def test_demo_fast_end_to_end(tmp_path):
     assert report["timings"]["total"]["cpu_s"] > 0
     md = (out / "report.md").read_text()
     assert "Liu et al. Table 1 analogue" in md and "Agustsson et al. Table 2 analogue" in md
+    # The report records the command as typed.
+    assert report["command"] == "latentot demo --fast --seeds 1 --out out"
+    assert "Command: `latentot demo --fast --seeds 1 --out out`" in md
+    # Without a terminal: a timestamped line per model and per figure, on stderr.
+    for stage in (
+        "Liu table, seed 1/1: AE-OT",
+        "Agustsson table, seed 1/1: WGAN-GP, Gaussian prior",
+        "figures: mismatch_fig1.png (6/8)",
+        "done in",
+    ):
+        assert re.search(r"^latentot: \[[0-9:]+( s)?\] " + re.escape(stage), proc.stderr, re.M), (
+            stage,
+            proc.stderr,
+        )
     assert "![samples.png](samples.png)" in md
     assert "Liu et al. Table 1 analogue" in proc.stdout
