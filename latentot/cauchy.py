@@ -9,11 +9,14 @@ Cauchy-linear-interpolates the norms through the exact law of ‖z‖.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from latentot import _checks, ops
 from latentot import priors as _priors
+from latentot._sharding import elementwise
 from latentot.transport import quantile_map
 
 __all__ = ["cauchy_lerp", "from_cauchy", "spherical_cauchy_lerp", "to_cauchy"]
@@ -23,11 +26,19 @@ _C = _priors.Cauchy()
 
 def to_cauchy(prior, z) -> jax.Array:
     """g(z) = F_C⁻¹(F_Z(z)) component-wise: prior draws become standard Cauchy draws."""
+    return elementwise(_to_cauchy, z, prior)
+
+
+def _to_cauchy(prior, z):
     return quantile_map(_C, prior.cdf(z), _priors.sf(prior, z))
 
 
 def from_cauchy(prior, c) -> jax.Array:
     """g⁻¹(c) = F_Z⁻¹(F_C(c)) component-wise: standard Cauchy draws become prior draws."""
+    return elementwise(_from_cauchy, c, prior)
+
+
+def _from_cauchy(prior, c):
     return quantile_map(prior, _C.cdf(c), _C.sf(c))
 
 
@@ -90,10 +101,11 @@ def spherical_cauchy_lerp(prior, z0, z1, t) -> jax.Array:
     e1 = x1 / jnp.maximum(r1, tiny)[..., None]
     e = ops.slerp(e0, e1, t)
     e = e / jnp.maximum(jnp.sqrt(jnp.sum(e * e, -1, keepdims=True)), tiny)
+    to_c = functools.partial(_norm_to_cauchy, dim=dim)
     rho = ops.lerp(
-        _norm_to_cauchy(prior, r0, dim)[..., None], _norm_to_cauchy(prior, r1, dim)[..., None], t
+        elementwise(to_c, r0, prior)[..., None], elementwise(to_c, r1, prior)[..., None], t
     )
-    r = _norm_from_cauchy(prior, rho[..., 0], dim)
+    r = elementwise(functools.partial(_norm_from_cauchy, dim=dim), rho[..., 0], prior)
     return (loc + r[..., None] * e).astype(z0.dtype)
 
 

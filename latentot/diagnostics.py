@@ -81,18 +81,16 @@ def ks_distance_cdf(sample, cdf) -> jax.Array:
     return _ks_sorted(_sorted(sample), cdf)
 
 
-def _sorted(sample) -> jax.Array:
-    """All entries of ``sample``, sorted; concrete arrays are sorted by NumPy.
-
-    XLA's CPU sort is about 100x slower than NumPy's on 10⁶ floats, so a concrete sample is
-    sorted on the host; a traced one (inside ``jit``) uses ``jnp.sort``.
-    """
+def _flat(sample) -> jax.Array:
     x = _checks.as_float("sample", sample).ravel()
     if x.shape[0] == 0:
         raise ValueError("sample must not be empty")
-    if isinstance(x, jax.core.Tracer):
-        return jnp.sort(x)
-    return jnp.asarray(np.sort(np.asarray(x)))
+    return x
+
+
+def _sorted(sample) -> jax.Array:
+    """All entries of ``sample``, sorted on the device they live on (``jnp.sort``)."""
+    return jnp.sort(_flat(sample))
 
 
 def _ks_sorted(x, cdf):
@@ -117,14 +115,14 @@ def ks_distance(sample, prior) -> jax.Array:
       with n.
     """
     _checks.check_prior(prior)
-    x = _sorted(sample)
+    x = _flat(sample)
     if _is_pytree(prior):
         return _ks_prior_jit(x, prior)
-    return _ks_sorted(x, prior.cdf)
+    return _ks_prior(x, prior)
 
 
 def _ks_prior(x, prior):
-    return _ks_sorted(x, prior.cdf)
+    return _ks_sorted(jnp.sort(x), prior.cdf)
 
 
 _ks_prior_jit = jax.jit(_ks_prior)
@@ -562,39 +560,132 @@ def _figure(nrows, ncols, *, size=3.0):
     return fig, axes
 
 
-_TITLES = {"prior": "prior", "linear": "linear", "slerp": "SLERP", "matched": "matched (ours)"}
+_TITLES = {"prior": "prior", "linear": "linear", "slerp": "SLERP", "matched": "matched"}
 
 
-def plot_fig1(data: Mapping[str, Any], *, bins: int = 100):
-    """2-D histograms of Agustsson Fig. 1 (``data`` from :func:`fig1_data`); returns a Figure."""
+def _bulk_halfwidth(deviations: np.ndarray) -> float:
+    """Half-width of an axis that shows the bulk of a sample: min(q99, 5·q75) of ``|x - c|``.
+
+    For light tails this is the 99th percentile; for heavy tails (a Cauchy prior's q99 is 26
+    times its q75) it stops at five times the upper quartile, so the body stays visible.
+    """
+    q75, q99 = np.quantile(deviations, [0.75, 0.99])
+    width = float(min(q99, 5.0 * q75))
+    return width if width > 0 else float(np.max(deviations)) or 1.0
+
+
+def _heavy_tailed(deviations: np.ndarray) -> bool:
+    """Whether :func:`_bulk_halfwidth` had to stop at 5·q75 (q99 > 5·q75: not Laplace, Cauchy)."""
+    q75, q99 = np.quantile(deviations, [0.75, 0.99])
+    return bool(q99 > 5.0 * q75)
+
+
+def _outside_note(share: float) -> str:
+    return f"{100 * share:.1f}% of points beyond the axes" if share >= 0.0005 else ""
+
+
+def plot_fig1(data: Mapping[str, Any], *, bins: int = 100, title: str | None = None):
+    """2-D histograms of Agustsson Fig. 1 (``data`` from :func:`fig1_data`); returns a Figure.
+
+    All panels share one square window centred on the prior samples' median, of half-width
+    min(q99, 5·q75) of the prior samples' ``|z - median|`` (5% padding), so the body of every
+    prior is visible. For a bounded prior (uniform) that is its support. Points outside the
+    window are left out, and each panel's title says which share of them.
+
+    Args:
+      data: ``{"prior", "linear", "slerp", "matched"}`` → ``[n, 2]``; ``"prior"`` sets the
+        window (without it, the first entry does).
+      bins: histogram bins per axis.
+      title: figure title (default: a generic one).
+    """
     names = [k for k in ("prior", *METHODS) if k in data]
-    fig, axes = _figure(1, len(names))
-    lim = max(float(jnp.max(jnp.abs(data[k]))) for k in names)
+    if not names:
+        raise ValueError(f"data needs one of {('prior', *METHODS)}, got {sorted(data)}")
+    pts = {k: np.asarray(data[k], np.float64) for k in names}
+    ref = pts[names[0]]
+    if ref.ndim != 2 or ref.shape[-1] != 2:
+        raise ValueError(f"plot_fig1 needs [n, 2] points, got shape {ref.shape}")
+    centre = np.median(ref, axis=0)
+    deviations = np.abs(ref - centre).ravel()
+    half = 1.05 * _bulk_halfwidth(deviations)
+    # Heavy tails: a logarithmic colour scale shows the tails next to the sharp centre.
+    colours = "log" if _heavy_tailed(deviations) else "linear"
+    window = [[centre[0] - half, centre[0] + half], [centre[1] - half, centre[1] + half]]
+    fig, axes = _figure(1, len(names), size=3.2)
     for ax, name in zip(axes[0], names, strict=True):
-        pts = np.asarray(data[name])
-        ax.hist2d(pts[:, 0], pts[:, 1], bins=bins, range=[[-lim, lim], [-lim, lim]])
-        ax.set_title(_TITLES.get(name, name))
+        p = pts[name]
+        outside = float(np.mean(np.any(np.abs(p - centre) > half, axis=-1)))
+        ax.hist2d(p[:, 0], p[:, 1], bins=bins, range=window, cmap="viridis", norm=colours)
+        ax.set_xlim(*window[0])
+        ax.set_ylim(*window[1])
+        note = _outside_note(outside)
+        ax.set_title(_TITLES.get(name, name) + (f"\n{note}" if note else ""), fontsize="medium")
         ax.set_aspect("equal")
-    fig.suptitle("2-D uniform prior: midpoints")
+        ax.set_xlabel("z₁")
+    axes[0, 0].set_ylabel("z₂")
+    scale = " (logarithmic colour scale)" if colours == "log" else ""
+    fig.suptitle((title or "2-D midpoints of independent prior pairs") + scale)
     return fig
+
+
+def _log_hist(ax, values: np.ndarray, lo: float, hi: float, bins: int, **kwargs):
+    """Histogram on a logarithmic x axis, as a density per decade (integrates to the share)."""
+    edges = np.geomspace(lo, hi, bins + 1)
+    per_decade = bins / (np.log10(hi) - np.log10(lo))
+    out = ax.hist(
+        values, bins=edges, weights=np.full(values.shape, per_decade / values.size), **kwargs
+    )
+    ax.set_xscale("log")
+    return out
 
 
 def plot_fig2(data_by_prior: Mapping[str, Mapping[str, Any]], *, bins: int = 100):
     """Histograms of squared midpoint norms (Agustsson Fig. 2); returns a Figure.
+
+    Each panel spans every ‖y‖² of every method. Where the prior samples' ‖y‖² are heavy
+    tailed (their 99th percentile deviation from the median exceeds 5 times the upper
+    quartile, e.g. a Cauchy prior, whose E‖y‖² is infinite) the x axis is logarithmic and the
+    y axis a density per decade, so the histograms are not squeezed into one bin. One legend,
+    below the panels, covers no histogram.
 
     Args:
       data_by_prior: ``{prior name: fig2_data(...)}``, one panel per prior.
       bins: histogram bins.
     """
     fig, axes = _figure(1, len(data_by_prior), size=4.0)
+    handles = {}
     for ax, (title, data) in zip(axes[0], data_by_prior.items(), strict=True):
-        for name in ("prior", *METHODS):
-            if name in data:
-                v = np.asarray(data[name])
-                ax.hist(v, bins=bins, density=True, histtype="step", label=_TITLES[name])
-        ax.set_title(title)
-        ax.set_xlabel("‖y‖²")
-        ax.legend(fontsize="small")
+        names = [k for k in ("prior", *METHODS) if k in data]
+        vals = {k: np.asarray(data[k], np.float64).ravel() for k in names}
+        ref = vals.get("prior", vals[names[0]])
+        heavy = _heavy_tailed(np.abs(ref - np.median(ref)))
+        if heavy:
+            positive = np.concatenate([v[v > 0] for v in vals.values()])
+            lo, hi = float(positive.min()), float(positive.max())
+        else:
+            lo = min(float(v.min()) for v in vals.values())
+            hi = max(float(v.max()) for v in vals.values())
+        hi = hi if hi > lo else lo + 1.0
+        for name in names:
+            label = _TITLES.get(name, name)
+            style = {"histtype": "step", "lw": 1.5, "label": label}
+            if heavy:
+                *_, patches = _log_hist(ax, vals[name], lo, hi, bins, **style)
+            else:
+                *_, patches = ax.hist(vals[name], bins=bins, range=(lo, hi), density=True, **style)
+            handles[label] = patches[0]
+        ax.set_title(title + ("\n(logarithmic x axis: heavy tails)" if heavy else ""))
+        ax.set_xlabel("squared norm ‖y‖²")
+        ax.set_ylabel("density per decade" if heavy else "density")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(bottom=0)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=min(len(handles), 2 * len(data_by_prior)),
+        frameon=False,
+    )
     return fig
 
 
@@ -606,8 +697,9 @@ def plot_fig3(data: Mapping[str, Any]):
     for t, m in zip(np.asarray(data["t"]), np.asarray(data["maps"]), strict=True):
         ax.plot(y, m, label=f"t = {t:g}")
     ax.plot(y, y, color="gray", lw=0.5, ls="--", label="identity")
-    ax.set_xlabel("y")
+    ax.set_xlabel("y = (1 - t) z₀ + t z₁")
     ax.set_ylabel("T_t(y)")
+    ax.set_title("matched maps T_t = F_Z⁻¹ ∘ F_Y", fontsize="medium")
     ax.legend(fontsize="small")
     return fig
 
@@ -616,7 +708,9 @@ def plot_norm_distribution(data: Mapping[str, Mapping[int, Mapping[str, Any]]], 
     """Norm histograms with Obs. 2.1 and exact densities (Leśniak Fig. 1); returns a Figure.
 
     ``data`` comes from :func:`norm_distribution_data`: one row per prior, one column per
-    dimension.
+    dimension. A panel spans the grid ``r`` (the norms' 0.5%-99.5% quantiles); where the norms
+    are heavy tailed (see :func:`plot_fig2`, e.g. a Cauchy prior) it spans all of them on a
+    logarithmic x axis, as a density per decade.
     """
     names = list(data)
     dims = list(next(iter(data.values())))
@@ -625,16 +719,29 @@ def plot_norm_distribution(data: Mapping[str, Mapping[int, Mapping[str, Any]]], 
         for j, d in enumerate(dims):
             ax = axes[i, j]
             rec = data[name][d]
-            r = np.asarray(rec["r"])
-            norms_ = np.asarray(rec["norms"])
-            ax.hist(norms_, bins=bins, range=(r[0], r[-1]), density=True, alpha=0.5)
+            r = np.asarray(rec["r"], np.float64)
+            norms_ = np.asarray(rec["norms"], np.float64)
+            heavy = _heavy_tailed(np.abs(norms_ - np.median(norms_)))
+            curves = []
             if np.isfinite(float(rec["approx_var"])):
-                ax.plot(r, np.asarray(rec["approx_pdf"]), label="Obs. 2.1")
+                curves.append(("Obs. 2.1", np.asarray(rec["approx_pdf"], np.float64), "-"))
             if rec["exact_pdf"] is not None:
-                ax.plot(r, np.asarray(rec["exact_pdf"]), ls="--", label="exact")
-            ax.set_title(f"{name}, d = {d}", fontsize="small")
+                curves.append(("exact", np.asarray(rec["exact_pdf"], np.float64), "--"))
+            if heavy:
+                positive = norms_[norms_ > 0]
+                _log_hist(ax, positive, positive.min(), positive.max(), bins, alpha=0.5)
+                # A density p(r) per unit is p(r) · r · ln 10 per decade.
+                curves = [(k, pdf * r * math.log(10), ls) for k, pdf, ls in curves]
+                ax.set_title(f"{name}, d = {d} (log x)", fontsize="small")
+            else:
+                ax.hist(norms_, bins=bins, range=(r[0], r[-1]), density=True, alpha=0.5)
+                ax.set_title(f"{name}, d = {d}", fontsize="small")
+            for label, pdf, ls in curves:
+                ax.plot(r, pdf, ls=ls, label=label)
             if i == len(names) - 1:
                 ax.set_xlabel("‖z‖")
+            if j == 0:
+                ax.set_ylabel("density per decade" if heavy else "density", fontsize="small")
             if i == 0 and j == 0:
                 ax.legend(fontsize="x-small")
     return fig

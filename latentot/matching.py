@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from latentot import _checks, ops
+from latentot._sharding import apply_map
 from latentot.transport import transport_map
 
 __all__ = [
@@ -48,7 +49,7 @@ def matched_lerp(prior, z0, z1, t, **map_kwargs) -> jax.Array:
     _checks.check_prior(prior)
     y = ops.lerp(z0, z1, t)
     t = _checks.as_float("t", t).astype(y.dtype)
-    return transport_map(prior, ops.lerp_weights(t), **map_kwargs)(y)
+    return apply_map(transport_map(prior, ops.lerp_weights(t), **map_kwargs), y)
 
 
 def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
@@ -66,7 +67,7 @@ def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
     _checks.check_prior(prior)
     y = ops.combine(zs, weights)
     w = _checks.as_float("weights", weights).astype(y.dtype)
-    return transport_map(prior, w, **map_kwargs)(y)
+    return apply_map(transport_map(prior, w, **map_kwargs), y)
 
 
 def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
@@ -83,7 +84,7 @@ def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     """
     _checks.check_prior(prior)
     y = ops.grid(corners, n)
-    return transport_map(prior, ops.bilinear_weights(n, y.dtype), **map_kwargs)(y)
+    return apply_map(transport_map(prior, ops.bilinear_weights(n, y.dtype), **map_kwargs), y)
 
 
 def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:
@@ -102,7 +103,7 @@ def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:
     _checks.check_prior(prior)
     y = ops.analogy(za, zb, zc)
     w = jnp.asarray([-1.0, 1.0, 1.0], y.dtype)
-    return transport_map(prior, w, **map_kwargs)(y)
+    return apply_map(transport_map(prior, w, **map_kwargs), y)
 
 
 def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> jax.Array:
@@ -123,7 +124,7 @@ def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> j
     """
     y = ops.vicinity(rng, prior, z, eps, num)
     eps = _checks.step_size(eps, y.dtype)
-    return transport_map(prior, ops.vicinity_weights(eps), **map_kwargs)(y)
+    return apply_map(transport_map(prior, ops.vicinity_weights(eps), **map_kwargs), y)
 
 
 def matched_random_walk(rng: jax.Array, prior, z0, eps, steps: int, **map_kwargs) -> jax.Array:
@@ -147,7 +148,7 @@ def matched_random_walk(rng: jax.Array, prior, z0, eps, steps: int, **map_kwargs
     T = transport_map(prior, ops.vicinity_weights(eps), **map_kwargs)
 
     def step(y, u_k):
-        y = T(y + eps * u_k)
+        y = apply_map(T, y + eps * u_k)
         return y, y
 
     _, walk = jax.lax.scan(step, z0, u)

@@ -174,6 +174,35 @@ def check_ops():
         assert_no_batch_collectives(name, jf.lower(*sharded_args).compile().as_text())
         _log(f"  {name}: {out_spec}, {time.perf_counter() - t0:.1f} s")
 
+    # jax.make_mesh's default axis types are Explicit: every operator works there too (the
+    # tabulated maps' gathers and ndtri's selects run under auto_axes), with and without
+    # jax.set_mesh, sharded like the Auto-mesh result and equal to one device.
+    explicit = jax.make_mesh((NUM_DEVICES,), ("data",))
+    assert explicit.axis_types == (AxisType.Explicit,), explicit.axis_types
+    for name, (f, args, specs, out_spec) in cases.items():
+        single = jax.jit(f)(*args)
+        sharded_args = [
+            jax.device_put(a, NamedSharding(explicit, s)) for a, s in zip(args, specs, strict=True)
+        ]
+        # The tabulated (Laplace) maps in both contexts, the rest under jax.set_mesh (where
+        # the Cauchy interpolations failed).
+        contexts = ("no mesh context", "jax.set_mesh") if "Laplace" in name else ("jax.set_mesh",)
+        for context in contexts:
+            if context == "jax.set_mesh":
+                with jax.set_mesh(explicit):
+                    out = jax.jit(f)(*sharded_args)
+            else:
+                out = jax.jit(f)(*sharded_args)
+            want = NamedSharding(explicit, out_spec)
+            assert out.sharding.is_equivalent_to(want, out.ndim), (
+                f"{name} (Explicit axes, {context}): sharding {out.sharding.spec}, "
+                f"expected {out_spec}"
+            )
+            np.testing.assert_allclose(
+                np.asarray(out), np.asarray(single), rtol=1e-5, atol=1e-6, err_msg=name
+            )
+        _log(f"  {name}: Explicit axes ok")
+
 
 # --------------------------------------------------------------------------------------------
 # Data-parallel AE-OT training.

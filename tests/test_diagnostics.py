@@ -8,6 +8,7 @@ the number the paper prints where the test compares against a printed value.
 import io
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -307,3 +308,56 @@ def test_plots_return_figures(fig1, norm_data):
         assert isinstance(fig, Figure)
         assert len(fig.axes) == n_axes
         fig.savefig(io.BytesIO(), format="png")
+
+
+@pytest.mark.parametrize(
+    ("prior", "half_width"),
+    [
+        # Uniform(-1, 1): the support, padded by 5%.
+        (lt.Uniform(), 1.05 * 0.99),
+        # Gaussian: the 99th percentile of |z|, 2.576, padded.
+        (lt.Gaussian(), 1.05 * scipy.stats.norm.ppf(0.995)),
+        # Cauchy: 5 × the upper quartile of |z| (tan(3π/8) = 2.414), since its q99 is 63.7.
+        (lt.Cauchy(), 1.05 * 5 * math.tan(3 * math.pi / 8)),
+    ],
+    ids=["uniform", "gaussian", "cauchy"],
+)
+def test_plot_fig1_axes_show_the_body_of_every_prior(prior, half_width):
+    # 2-D SLERP midpoints of nearly opposite pairs reach |z| of hundreds: the window must not
+    # follow them (it did, and every panel showed a single dot).
+    data = dg.fig1_data(jax.random.key(13), n=20_000, prior=prior)
+    fig = dg.plot_fig1(data, bins=20)
+    for ax in fig.axes[:4]:
+        for lo, hi in (ax.get_xlim(), ax.get_ylim()):
+            assert hi - lo == pytest.approx(2 * half_width, rel=0.05)
+            assert (lo + hi) / 2 == pytest.approx(0.0, abs=0.05 * half_width)
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    # Points beyond the window are counted in the title, never silently dropped.
+    slerp = np.asarray(data["slerp"])
+    (x0, x1), (y0, y1) = fig.axes[2].get_xlim(), fig.axes[2].get_ylim()
+    inside = (x0 <= slerp[:, 0]) & (slerp[:, 0] <= x1) & (y0 <= slerp[:, 1]) & (slerp[:, 1] <= y1)
+    share = 1 - np.mean(inside)
+    stated = re.search(r"([0-9.]+)% of points beyond the axes", titles[2])
+    assert share > 0.01 and float(stated.group(1)) == pytest.approx(100 * share, abs=0.11)
+    if isinstance(prior, lt.Uniform):
+        assert "beyond" not in titles[0] and "beyond" not in titles[3]
+
+
+def test_plot_fig2_heavy_tails_labels_and_legend():
+    data = {
+        "cauchy": dg.fig2_data(jax.random.key(14), lt.Cauchy(), dim=8, n=2000),
+        "uniform": dg.fig2_data(jax.random.key(14), lt.Uniform(), dim=8, n=2000),
+    }
+    fig = dg.plot_fig2(data, bins=20)
+    cauchy_ax, uniform_ax = fig.axes
+    # Every point of every method is on the axes: a Cauchy prior gets a logarithmic x axis.
+    for ax, values in ((cauchy_ax, data["cauchy"]), (uniform_ax, data["uniform"])):
+        everything = np.concatenate([np.asarray(v) for v in values.values()])
+        lo, hi = ax.get_xlim()
+        assert lo <= everything.min() * (1 + 1e-6) and hi >= everything.max() * (1 - 1e-6)
+    assert cauchy_ax.get_xscale() == "log" and uniform_ax.get_xscale() == "linear"
+    assert cauchy_ax.get_ylabel() == "density per decade"
+    assert uniform_ax.get_ylabel() == "density" and uniform_ax.get_legend() is None
+    # One figure legend, outside the axes, names every method.
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["prior", "linear", "SLERP", "matched"]

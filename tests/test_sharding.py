@@ -41,7 +41,8 @@ def _run(section: str, devices: int = 8) -> str:
 
 def test_matched_operators_keep_batch_sharding():
     """Every matched operator (and the Cauchy interpolations): output sharded like the input,
-    values equal to one device, and no collective that moves the batch."""
+    values equal to one device, and no collective that moves the batch; the same under Explicit
+    mesh axes (jax.make_mesh's default), with and without jax.set_mesh."""
     out = _run("ops")
     for name in (
         "matched_lerp",
@@ -54,6 +55,7 @@ def test_matched_operators_keep_batch_sharding():
         "spherical_cauchy_lerp",
     ):
         assert name in out, f"{name} was not checked"
+    assert out.count("Explicit axes ok") == 11
 
 
 def test_fit_data_parallel():

@@ -110,30 +110,51 @@ def plot_digit_panels(panels: Mapping[str, Any], *, ncols: int = 8, per_row: int
 
 
 def interpolation_latents(
-    rng: jax.Array, prior: Any, *, dim: int, pairs: int = 4, steps: int = 9, grid: int = 5
+    rng: jax.Array,
+    prior: Any,
+    *,
+    dim: int,
+    pairs: int = 4,
+    steps: int = 9,
+    grid: int = 5,
+    stats_pairs: int = 2000,
 ) -> dict[str, Any]:
-    """Latents of the interpolation figures: strips and 4-point grids, per method.
+    """Latents of the interpolation figures: strips, 4-point grids and norms along the paths.
 
     Returns:
-        ``{"strips": {method: [pairs, steps, dim]}, "grids": {method: [grid, grid, dim]}}``;
-        each strip goes from one prior sample to another, each grid spans four prior samples.
+        ``{"t": [steps], "strips": {method: [pairs, steps, dim]}, "grids": {method:
+        [grid, grid, dim]}, "norms": {method: [steps]}, "prior_norm": scalar}``: each strip
+        goes from one prior sample to another, each grid spans four prior samples; ``norms``
+        is the mean ‖z_t - loc‖ over ``stats_pairs`` independent pairs at every t, and
+        ``prior_norm`` that of prior samples.
     """
-    k_pairs, k_corners = jax.random.split(rng)
+    k_pairs, k_corners, k_stats = jax.random.split(rng, 3)
+    ts = jnp.linspace(0.0, 1.0, steps, dtype=jnp.float32)
+
+    def paths(z0, z1):  # {method: [steps, n, dim]}
+        t = ts[:, None]  # [steps, 1] against the leading axis [n] of z0, z1
+        return {
+            "linear": ops.lerp(z0, z1, t),
+            "slerp": ops.slerp(z0, z1, t),
+            "matched": jax.vmap(lambda t: matched_lerp(prior, z0, z1, t))(ts),
+        }
+
     z = prior.sample(k_pairs, (2, pairs, dim), jnp.float32)
-    ts = jnp.linspace(0.0, 1.0, steps, dtype=jnp.float32)[:, None]  # [steps, 1] vs [pairs, d]
-    strips = {
-        "linear": ops.lerp(z[0], z[1], ts),
-        "slerp": ops.slerp(z[0], z[1], ts),
-        "matched": jax.vmap(lambda t: matched_lerp(prior, z[0], z[1], t))(ts[:, 0]),
-    }
-    strips = {k: jnp.swapaxes(v, 0, 1) for k, v in strips.items()}
+    strips = {k: jnp.swapaxes(v, 0, 1) for k, v in paths(z[0], z[1]).items()}
     corners = prior.sample(k_corners, (4, dim), jnp.float32)
     grids = {
         "linear": ops.grid(corners, grid),
         "slerp": _slerp_grid(corners, grid),
         "matched": matched_grid(prior, corners, grid),
     }
-    return {"strips": strips, "grids": grids}
+    loc = jnp.asarray(getattr(prior, "loc", 0.0), jnp.float32)
+    zs = prior.sample(k_stats, (2, stats_pairs, dim), jnp.float32)
+    norms = {
+        k: jnp.mean(jnp.linalg.norm(v - loc, axis=-1), axis=-1)
+        for k, v in paths(zs[0], zs[1]).items()
+    }
+    prior_norm = jnp.mean(jnp.linalg.norm(zs[0] - loc, axis=-1))
+    return {"t": ts, "strips": strips, "grids": grids, "norms": norms, "prior_norm": prior_norm}
 
 
 def _slerp_grid(corners: jax.Array, n: int) -> jax.Array:
@@ -146,32 +167,106 @@ def _slerp_grid(corners: jax.Array, n: int) -> jax.Array:
     return ops.slerp(jnp.broadcast_to(top, shape), jnp.broadcast_to(bottom, shape), v)
 
 
+_METHOD_LABELS = {"linear": "linear", "slerp": "SLERP", "matched": "matched"}
+
+
+def _cell_centres(n: int) -> list[float]:
+    cell = models.IMAGE_SHAPE[0] + 1  # _tile's pitch: 8 pixels and a 1-pixel gap
+    return [cell * i + (cell - 1) / 2 - 0.5 for i in range(n)]
+
+
 def plot_interpolations(generator: Any, latents: Mapping[str, Any], *, title: str):
-    """2-point strips (one row per pair and method) and 4-point grids; returns a Figure."""
+    """Interpolation strips, their midpoints enlarged, norms along the path and 4-point grids.
+
+    ``latents`` comes from :func:`interpolation_latents`. Top left: one panel per pair, a row
+    per method, columns at the values of t (the midpoint column framed). Top right: the
+    midpoints (t = 0.5) of every pair and method, enlarged: that is where the methods differ.
+    Bottom left: the mean latent norm along the path relative to prior samples (linear
+    interpolation sags in the middle). Bottom right: 4-point grids. Returns a Figure.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     strips, grids = latents["strips"], latents["grids"]
     methods = list(strips)
+    labels = [_METHOD_LABELS.get(m, m) for m in methods]
     pairs, steps = next(iter(strips.values())).shape[:2]
-    from matplotlib.figure import Figure
-
-    size = (1.0 + 0.45 * steps + 2.6 * len(methods), 0.45 * pairs * len(methods) + 1.0)
-    fig = Figure(figsize=size, layout="constrained")
-    left, right = fig.subfigures(1, 2, width_ratios=[1.0 + 0.45 * steps, 2.6 * len(methods)])
-    ax = left.subplots(1, 1)
-    rows = []
-    labels = []
-    for p in range(pairs):
-        for m in methods:
-            rows.append(generator.decode(strips[m][p]))
-            labels.append(m)
-    _show(ax, jnp.concatenate(rows), steps)
+    ts = np.asarray(latents.get("t", np.linspace(0.0, 1.0, steps)))
+    mid = int(np.argmin(np.abs(ts - 0.5)))
     cell = models.IMAGE_SHAPE[0] + 1
-    ax.set_yticks([cell * i + cell / 2 - 1 for i in range(len(labels))], labels, fontsize=7)
-    ax.set_title("2-point interpolation, t = 0 … 1", fontsize="small")
-    gaxes = right.subplots(1, len(methods), squeeze=False)[0]
-    for gax, m in zip(gaxes, methods, strict=True):
+    decoded = {
+        m: np.asarray(generator.decode(strips[m].reshape(-1, strips[m].shape[-1]))).reshape(
+            pairs, steps, -1
+        )
+        for m in methods
+    }
+
+    fig = Figure(figsize=(12.5, 7.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.05])
+    left, right = top.subfigures(1, 2, width_ratios=[2.2, 1.0])
+
+    # Strips: a panel per pair.
+    ncols = 2 if pairs > 1 else 1
+    nrows = -(-pairs // ncols)
+    saxes = left.subplots(nrows, ncols, squeeze=False)
+    xticks = [i for i in range(steps) if ts[i] in (0.0, 0.25, 0.5, 0.75, 1.0)] or [0, steps - 1]
+    for p, ax in enumerate(saxes.ravel()):
+        if p >= pairs:
+            ax.set_axis_off()
+            continue
+        _show(ax, np.concatenate([decoded[m][p] for m in methods]), steps)
+        ax.add_patch(
+            Rectangle(
+                (cell * mid - 1, -0.5),
+                cell,
+                cell * len(methods) - 1,
+                fill=False,
+                ec="C3",
+                lw=1.5,
+                clip_on=False,
+            )
+        )
+        ax.set_yticks(_cell_centres(len(methods)), labels if p % ncols == 0 else [])
+        centres = _cell_centres(steps)
+        bottom_row = p // ncols == nrows - 1 or p + ncols >= pairs
+        ax.set_xticks(
+            [centres[i] for i in xticks], [f"{ts[i]:g}" for i in xticks] if bottom_row else []
+        )
+        ax.tick_params(length=0, labelsize=9)
+        ax.set_title(f"pair {p + 1}", fontsize=9)
+        if bottom_row:
+            ax.set_xlabel("t", fontsize=9)
+    left.suptitle("2-point interpolation z₀ → z₁ (framed: t = 0.5)", fontsize=10)
+
+    # Midpoints, enlarged: rows are methods, columns pairs.
+    ax = right.subplots(1, 1)
+    _show(ax, np.concatenate([decoded[m][:, mid] for m in methods]), pairs)
+    ax.set_yticks(_cell_centres(len(methods)), labels)
+    ax.set_xticks(_cell_centres(pairs), [f"pair {p + 1}" for p in range(pairs)])
+    ax.tick_params(length=0, labelsize=9)
+    right.suptitle(f"midpoints (t = {ts[mid]:g}), enlarged", fontsize=10)
+
+    nfig, gfig = bottom.subfigures(1, 2, width_ratios=[1.0, 2.4])
+    ax = nfig.subplots(1, 1)
+    if "norms" in latents:
+        ref = float(latents["prior_norm"])
+        for m, label in zip(methods, labels, strict=True):
+            ax.plot(ts, np.asarray(latents["norms"][m]) / ref, marker="o", ms=3, label=label)
+        ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="prior samples")
+        ax.set_xlabel("t")
+        ax.set_ylabel("mean ‖z_t‖ / mean ‖z‖ of prior samples")
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.legend(fontsize="small")
+        ax.set_title("latent norm along the path", fontsize=10)
+    else:
+        ax.set_axis_off()
+    gaxes = gfig.subplots(1, len(methods), squeeze=False)[0]
+    for gax, m, label in zip(gaxes, methods, labels, strict=True):
         g = grids[m]
-        _show(gax, generator.decode(g.reshape(-1, g.shape[-1])), g.shape[1], f"4-point {m}")
-    fig.suptitle(title)
+        _show(gax, generator.decode(g.reshape(-1, g.shape[-1])), g.shape[1], f"4-point {label}")
+        gax.title.set_fontsize(10)
+    gfig.suptitle("4-point grids (corners: four prior samples)", fontsize=10)
+    fig.suptitle(title, fontsize=12)
     return fig
 
 
@@ -304,6 +399,7 @@ def run_demo(
     budget: Budget | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Runs the whole digits pipeline and writes figures and the report into ``out_dir``.
 
@@ -314,14 +410,17 @@ def run_demo(
         fast: shorthand for ``budget=Budget.fast()`` (seconds, poor models: for tests).
         budget: the :class:`~latentot.digits.budget.Budget` (default: ``Budget()``, or
             ``Budget.fast()`` with ``fast``).
-
-    Raises:
-        ValueError: if ``fast`` is given together with a ``budget`` other than the fast one.
         progress: show progress bars.
-        log: called with one line per stage (e.g. ``print``); ``None`` is silent.
+        log: called with one line per stage and per model (e.g. ``print``); ``None`` is
+            silent.
+        command: the command line to record in the report (default: the ``latentot demo``
+            command equivalent to these arguments).
 
     Returns:
         The report (the content of ``report.json``).
+
+    Raises:
+        ValueError: if ``fast`` is given together with a ``budget`` other than the fast one.
     """
     import matplotlib
 
@@ -359,17 +458,17 @@ def run_demo(
     liu, liu_models = clock.stage(
         "liu_table",
         lambda: experiments.liu_table(
-            k_liu, split, scorer, seeds=seeds, budget=budget, progress=progress
+            k_liu, split, scorer, seeds=seeds, budget=budget, progress=progress, log=log
         ),
     )
     say(f"Agustsson table: uniform- and Gaussian-prior WGAN-GP × {seeds} seeds")
     agu, agu_models = clock.stage(
         "agustsson_table",
         lambda: experiments.agustsson_table(
-            k_agu, split, scorer, seeds=seeds, budget=budget, progress=progress
+            k_agu, split, scorer, seeds=seeds, budget=budget, progress=progress, log=log
         ),
     )
-    say("mismatch statistics and figures")
+    say("mismatch statistics of the generators' priors")
     dim = budget.gan_latent_dim
     n_mismatch = budget.mismatch_samples
     mismatch = clock.stage(
@@ -383,10 +482,18 @@ def run_demo(
     )
     figures = clock.stage(
         "figures",
-        lambda: _write_figures(out_dir, k_fig, split, liu_models, agu_models, budget=budget),
+        lambda: _write_figures(
+            out_dir, k_fig, split, liu_models, agu_models, budget=budget, say=say
+        ),
     )
+    if command is None:
+        command = (
+            f"latentot demo --out {out_dir} --seeds {seeds} --seed {seed}"
+            + (" --fast" if fast else "")
+            + (" (custom budget)" if budget != (Budget.fast() if fast else Budget()) else "")
+        )
     report = {
-        "command": "latentot demo",
+        "command": command,
         "settings": {
             "seed": seed,
             "seeds": seeds,
@@ -426,7 +533,7 @@ def run_demo(
     return report
 
 
-def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget) -> list[str]:
+def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, say) -> list[str]:
     k_samples, k_aeot, k_uni, k_gauss, k_f1, k_f2, k_mid = jax.random.split(rng, 7)
     keys = jax.random.split(k_samples, 6)
     n = 64
@@ -442,12 +549,13 @@ def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget) -> li
     }
     written = []
 
-    def save(fig, name):
-        save_figure(fig, os.path.join(out_dir, name))
+    def save(name, make):
+        say(f"figures: {name} ({len(written) + 1}/{len(FIGURES)})")
+        save_figure(make(), os.path.join(out_dir, name))
         written.append(name)
 
-    save(plot_digit_panels(panels), "samples.png")
-    save(plot_aeot(liu_models, k_aeot), "aeot.png")
+    save("samples.png", lambda: plot_digit_panels(panels))
+    save("aeot.png", lambda: plot_aeot(liu_models, k_aeot))
     for key, (pname, prior), fname in zip(
         (k_uni, k_gauss),
         experiments._table_priors().items(),
@@ -455,14 +563,18 @@ def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget) -> li
         strict=True,
     ):
         lat = interpolation_latents(key, prior, dim=budget.gan_latent_dim)
-        save(
-            plot_interpolations(gens[pname], lat, title=f"WGAN-GP, {pname} prior"),
-            fname,
-        )
-    fig = plot_midpoints(gens["uniform"], experiments._table_priors()["uniform"], k_mid)
-    save(fig, "midpoints_uniform.png")
+        gen, title = gens[pname], f"WGAN-GP, {pname} prior"
+        save(fname, lambda g=gen, lat=lat, title=title: plot_interpolations(g, lat, title=title))
+    uniform = experiments._table_priors()["uniform"]
+    save("midpoints_uniform.png", lambda: plot_midpoints(gens["uniform"], uniform, k_mid))
     n_fig = budget.figure_samples
-    save(diagnostics.plot_fig1(diagnostics.fig1_data(k_f1, n=n_fig)), "mismatch_fig1.png")
+    save(
+        "mismatch_fig1.png",
+        lambda: diagnostics.plot_fig1(
+            diagnostics.fig1_data(k_f1, n=n_fig, prior=uniform),
+            title="2-D Uniform(-1, 1) prior: midpoints of independent pairs",
+        ),
+    )
     f2 = {
         f"{pname} prior, d = {budget.gan_latent_dim}": diagnostics.fig2_data(
             k, prior, dim=budget.gan_latent_dim, n=n_fig // 4
@@ -471,10 +583,8 @@ def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget) -> li
             jax.random.split(k_f2, 2), experiments._table_priors().items(), strict=True
         )
     }
-    save(diagnostics.plot_fig2(f2), "mismatch_fig2.png")
-    from latentot.priors import Uniform
-
-    save(diagnostics.plot_fig3(diagnostics.fig3_data(Uniform(-1.0, 1.0))), "mismatch_fig3.png")
+    save("mismatch_fig2.png", lambda: diagnostics.plot_fig2(f2))
+    save("mismatch_fig3.png", lambda: diagnostics.plot_fig3(diagnostics.fig3_data(uniform)))
     return written
 
 
@@ -485,8 +595,8 @@ def _markdown(report, liu, agu, mismatch) -> str:
     lines = [
         "# latentot demo report",
         "",
-        f"Command: `latentot demo --seeds {s['seeds']}{' --fast' if s['fast'] else ''}` "
-        f"(base seed {s['seed']}). Machine: {report['machine']['platform']}, "
+        f"Command: `{report['command']}` (base seed {s['seed']}, {s['seeds']} seeds"
+        f"{', fast budgets' if s['fast'] else ''}). Machine: {report['machine']['platform']}, "
         f"{report['machine']['cpu_count']} CPUs, jax {report['machine']['jax']} "
         f"({report['machine']['backend']}).",
         "",

@@ -183,10 +183,20 @@ def fit_gaussian(codes: Any, *, ridge: float = 1e-6) -> tuple[jax.Array, jax.Arr
 
 
 def train_liu_models(
-    rng: jax.Array, split: models.DigitsSplit, *, budget: Budget, progress: bool = False
+    rng: jax.Array,
+    split: models.DigitsSplit,
+    *,
+    budget: Budget,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> LiuModels:
-    """Trains the autoencoder, the VAE, the Gaussian fit and AE-OT of one seed."""
+    """Trains the autoencoder, the VAE, the Gaussian fit and AE-OT of one seed.
+
+    ``log``, if given, is called with one line before each model.
+    """
+    say = log or _silent
     ae_rng, vae_rng, ot_rng = jax.random.split(rng, 3)
+    say(f"autoencoder ({budget.autoencoder_steps} steps)")
     ae, _ = models.train_autoencoder(
         ae_rng,
         split.train_x,
@@ -194,6 +204,7 @@ def train_liu_models(
         steps=budget.autoencoder_steps,
         progress=progress,
     )
+    say(f"VAE ({budget.vae_steps} steps)")
     vae, _ = models.train_vae(
         vae_rng,
         split.train_x,
@@ -202,6 +213,7 @@ def train_liu_models(
         progress=progress,
     )
     codes = ae.encode(split.train_x)
+    say(f"AE-OT ({budget.aeot_steps} steps)")
     sampler = aeot.fit(
         ot_rng,
         codes,
@@ -220,6 +232,7 @@ def liu_table(
     seeds: int = 3,
     budget: Budget | None = None,
     progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Table, LiuModels]:
     """The Liu et al. Table 1 analogue: VAE vs Gaussian fit vs AE-OT on autoencoder codes.
 
@@ -235,6 +248,7 @@ def liu_table(
         seeds: number of seeds.
         budget: model sizes and steps (default :class:`Budget`).
         progress: show progress bars.
+        log: called with one line before each model and each scoring (e.g. ``print``).
 
     Returns:
         ``(table, models of the first seed)``.
@@ -248,7 +262,9 @@ def liu_table(
     for seed in _seed_range(seeds, progress, "Liu table"):
         key = jax.random.fold_in(rng, seed)
         train_key, sample_key = jax.random.split(key)
-        liu = train_liu_models(train_key, split, budget=budget, progress=progress)
+        say = _prefixed(log, f"Liu table, seed {seed + 1}/{seeds}: ")
+        liu = train_liu_models(train_key, split, budget=budget, progress=progress, log=say)
+        say(f"scoring {budget.n_samples} images per row")
         if first is None:
             first = liu
         rows[REFERENCE_ROW].append(scorer.score(holdout))
@@ -334,6 +350,7 @@ def agustsson_table(
     seeds: int = 3,
     budget: Budget | None = None,
     progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Table, AgustssonModels]:
     """The Agustsson et al. Table 2 analogue: scores of interpolation midpoints.
 
@@ -349,6 +366,7 @@ def agustsson_table(
         seeds: number of seeds.
         budget: model sizes and steps (default :class:`Budget`).
         progress: show progress bars.
+        log: called with one line before each generator (e.g. ``print``).
 
     Returns:
         ``(table, generators of the first seed)``.
@@ -365,6 +383,9 @@ def agustsson_table(
         gens = {}
         for i, (pname, prior) in enumerate(_table_priors().items()):
             train_key, sample_key = jax.random.split(jax.random.fold_in(key, i))
+            _prefixed(log, f"Agustsson table, seed {seed + 1}/{seeds}: ")(
+                f"WGAN-GP, {pname} prior ({budget.gan_steps} steps), then scoring"
+            )
             gen, _ = models.train_wgan_gp(
                 train_key,
                 split.train_x,
@@ -408,6 +429,16 @@ def _holdout(split: models.DigitsSplit, n: int) -> jax.Array:
     if not 2 <= n <= available:
         raise ValueError(f"budget.n_samples must be in [2, {available}] (the holdout), got {n}")
     return split.holdout_x[:n]
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+def _prefixed(log: Callable[[str], None] | None, prefix: str) -> Callable[[str], None]:
+    if log is None:
+        return _silent
+    return lambda message: log(prefix + message)
 
 
 def _seed_range(seeds: int, progress: bool, desc: str) -> Sequence[int]:
