@@ -649,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
             "classifier), fits AE-OT on the autoencoder's codes, measures the Liu et al. "
             "Table 1 and Agustsson et al. Table 2 analogues over several seeds and writes PNG "
             "figures plus report.md and report.json. The defaults take about 5 minutes on 2 CPU "
-            "cores; --fast about 1 to 2 minutes (poor models: for tests)."
+            "cores; --fast about 2 minutes (poor models: for tests)."
         ),
     )
     p.add_argument("--out", default="latentot-demo", help="output directory (default: %(default)s)")

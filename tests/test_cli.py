@@ -331,15 +331,11 @@ def jax_leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def test_failed_writes_are_one_line_errors(workdir, sampler_path, tmp_path):
-    # A path the checks accept but the kernel refuses (as root, /sys looks writable).
+def test_failed_writes_are_one_line_errors(workdir, sampler_path):
+    # A path the checks accept (its directory exists) but the kernel refuses.
     assert_user_error(
         run("sample", sampler_path, "-n", 10, "--out", "/proc/x.npy", cwd=workdir),
-        "/proc/x.npy",
-    )
-    assert_user_error(
-        run("mismatch", "--prior", "gaussian", "--dim", 2, "-n", 50, "--out", "/sys", cwd=tmp_path),
-        "/sys",
+        "cannot write --out '/proc/x.npy'",
     )
 
 
