@@ -49,7 +49,6 @@ __all__ = [
     "plot_interpolations",
     "plot_midpoints",
     "run_demo",
-    "write_bytes_atomic",
 ]
 
 #: The figures :func:`run_demo` writes.
