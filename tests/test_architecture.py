@@ -87,7 +87,12 @@ def test_the_library_never_imports_the_digits_demo():
 # The layers of docs/architecture.md, bottom up: a module imports only from its own layer or
 # the ones below it.
 LAYERS = {
-    "infrastructure": ("latentot._checks", "latentot._io", "latentot._optim"),
+    "infrastructure": (
+        "latentot._checks",
+        "latentot._io",
+        "latentot._optim",
+        "latentot._sharding",
+    ),
     "laws": ("latentot.chi", "latentot.priors", "latentot.quadrature", "latentot.norms"),
     "operations": ("latentot.ops", "latentot.transport", "latentot.matching", "latentot.cauchy"),
     "diagnostics and AE-OT": ("latentot.diagnostics", "latentot.aeot"),
