@@ -5,9 +5,9 @@ fixed number of FFTs, using nothing but the prior's ``cdf``/``icdf`` (and ``sf``
 has them). The steps:
 
 1. **Lattice.** Every term w_k (Z_k - m) (m the prior's median) is put on one lattice of spacing
-   h, its cells centred on multiples of h. Each term reaches from the prior's δ = 1e-12 quantiles
-   (at most ``cap`` = 40 half-interquartile ranges from the median, which only heavy tails reach)
-   scaled by |w_k|; h is chosen so that all terms together fill ``num_grid`` cells.
+   h, its cells centred on multiples of h. Each term reaches from the prior's δ = 1e-16 quantiles
+   (at most 40 half-interquartile ranges from the median, which only heavy tails reach) scaled
+   by |w_k|; h is chosen so that all terms together fill ``num_grid`` cells.
 2. **Cell masses.** The mass of each cell is a difference of the prior's CDF at its edges (of
    the survival function in the upper half, so both tails keep their relative precision); the
    mass beyond a term's extent is lumped into its end cells. Cell masses are exact for any prior,
@@ -20,7 +20,7 @@ has them). The steps:
    lattice (Esscher transform; Grübel and Hermesmeier, 1999): every term's masses are multiplied by
    e^{±α j}, which moves the bulk of the sum into that tail, where the FFT then resolves the pmf
    to full relative precision; the tilt is divided out again and the tail is joined to the body
-   at F = 10⁻³. α is the pmf's own log-slope there, so the tilted pmf peaks at the junction.
+   at F = 10⁻². α is the pmf's own log-slope at F = 10⁻⁴, so the tilted pmf peaks there.
 5. **Map.** T₀ = F_Z⁻¹(F_Y) at every cell edge (through ``icdf`` in the lower half and ``isf``
    in the upper half), continued linearly where even the tilted tail underflows or the lattice
    ends, and made monotone. Between edges T₀ is interpolated linearly.
@@ -31,6 +31,8 @@ vector, independent of the prior; batches of weight vectors are built with ``jax
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -38,12 +40,18 @@ from latentot import priors as _priors
 
 __all__ = ["extrapolate_tails", "fft_table"]
 
-_DELTA = 1e-12  # each term's lattice reaches its δ and 1 - δ quantiles (light tails)
+_DELTA = 1e-16  # each term's lattice reaches its δ and 1 - δ quantiles (light tails)
 _CAP = 40.0  # ... but at most this many half-interquartile ranges from the median (heavy tails)
-_JOIN = 1e-3  # tail probability where the tilted tails take over from the untilted body
+_JOIN = 1e-2  # tail probability where the tilted tails take over from the untilted body
 _TAIL_RESOLVED = 1e-5  # a tilted tail is trusted while its own tilted mass beyond is above this
-_LUMP_MARGIN = 10.0  # tail probabilities below this many lumped masses are extrapolated
-_SLOPE_SPAN = 8  # cells over which the pmf's log-slope at the junction is measured
+# Tail probabilities are trusted above _LIGHT_MARGIN · δ (near the lattice's ends the lumped
+# masses distort a light-tailed sum's tail, made of joint moderate deviations, already at 1e3 δ)
+# and above _LUMP_MARGIN times the mass actually lumped (large where the cap cut a heavy tail;
+# there the distortion stays near the end of the dominant term).
+_LIGHT_MARGIN = 1e3
+_LUMP_MARGIN = 10.0
+_SLOPE_AT = 1e-4  # tail probability where the pmf's log-slope sets the tilt
+_SLOPE_SPAN = 8  # cells over which that log-slope is measured
 
 
 def fft_table(std, w, *, num_grid: int):
@@ -67,7 +75,7 @@ def fft_table(std, w, *, num_grid: int):
     hi = jnp.minimum(_priors.isf(std, delta), med + _CAP * half_iqr) - med  # >= 0
     lo = jnp.where(jnp.isfinite(lo), lo, -_CAP * half_iqr)
     hi = jnp.where(jnp.isfinite(hi), hi, _CAP * half_iqr)
-    # The mass beyond the lattice, lumped into the end cells: 1e-12 for light tails, more where
+    # The mass beyond the lattice, lumped into the end cells: 1e-16 for light tails, more where
     # the cap cuts a heavy tail. Tail probabilities not well above it are not trusted.
     lumped = jnp.maximum(std.cdf(med + lo), _priors.sf(std, med + hi))
 
@@ -103,9 +111,7 @@ def fft_table(std, w, *, num_grid: int):
     # in the spectrum); a term narrower than a cell is a point mass on the lattice, with no box.
     wide = jnp.clip((jnp.abs(w) * half_iqr / h - 2) / 8, 0, 1)
     boxes = jnp.sum(wide) - jnp.max(wide)
-    freq = jnp.arange(n // 2 + 1, dtype=dtype) / n
-    deconv = jnp.sinc(freq) ** -boxes
-    pmf = _convolve(mass, n, deconv)
+    pmf = _convolve(mass, n, _box_factor(jnp.zeros((), dtype), boxes, n))
     cdf_y = _cumsum(pmf)
     sf_y = _cumsum(pmf[::-1])[::-1] - pmf
 
@@ -114,14 +120,17 @@ def fft_table(std, w, *, num_grid: int):
     log_mass = jnp.log(jnp.maximum(mass, tiny))
     log_mass = jnp.where(mass > 0, log_mass, -jnp.inf)
     centre = cells - nb[:, None]  # each term's cell index relative to its median
-    upper = jnp.maximum(jnp.argmin(sf_y >= _JOIN) - 1, _SLOPE_SPAN)  # last cell with S >= JOIN
-    lower = jnp.minimum(jnp.argmax(cdf_y >= _JOIN), n - 1 - _SLOPE_SPAN)
-    sf_tail, ok_hi = _tilted_tail(
-        pmf, log_mass, centre, cells, upper, sf_y[upper], deconv, upper=True
-    )
-    cdf_tail, ok_lo = _tilted_tail(
-        pmf, log_mass, centre, cells, lower, cdf_y[lower], deconv, upper=False
-    )
+    # The junctions (last cell with 1 - F_Y >= _JOIN, first with F_Y >= _JOIN), and the cells
+    # further out (at _SLOPE_AT) where the pmf's log-slope gives the tilt.
+    span = _SLOPE_SPAN
+    upper = jnp.clip(jnp.argmin(sf_y >= _JOIN) - 1, span, n - 1)
+    lower = jnp.clip(jnp.argmax(cdf_y >= _JOIN), 0, n - 1 - span)
+    upper_slope = jnp.clip(jnp.argmin(sf_y >= _SLOPE_AT) - 1, upper, n - 1)
+    lower_slope = jnp.clip(jnp.argmax(cdf_y >= _SLOPE_AT), 0, lower)
+    a_hi = _log_slope(pmf, upper_slope - span, upper_slope)
+    a_lo = _log_slope(pmf, lower_slope + span, lower_slope)
+    sf_tail, ok_hi = _tilted_tail(log_mass, centre, upper, sf_y[upper], a_hi, boxes, upper=True)
+    cdf_tail, ok_lo = _tilted_tail(log_mass, centre, lower, cdf_y[lower], a_lo, boxes, upper=False)
     idx = jnp.arange(n)
     in_hi, in_lo = idx >= upper, idx <= lower
     sf_y = jnp.where(in_hi, sf_tail, sf_y)
@@ -132,7 +141,8 @@ def fft_table(std, w, *, num_grid: int):
     y0 = med * jnp.sum(w) + (0.5 - jnp.sum(nb)) * h
     y = y0 + cells * h
     t = _priors.quantile_map(std, cdf_y, sf_y)
-    ok = ok & (jnp.minimum(cdf_y, sf_y) > _LUMP_MARGIN * lumped) & jnp.isfinite(t)
+    trusted = jnp.maximum(_LIGHT_MARGIN * _DELTA, _LUMP_MARGIN * lumped)
+    ok = ok & (jnp.minimum(cdf_y, sf_y) > trusted) & jnp.isfinite(t)
     # One nonzero weight w > 0: T₀ is exactly y / w, e.g. at the corners of a grid and at the
     # keyframes of a path; tabulate it exactly rather than through the FFT.
     # (All-zero weights, possible only when traced, give the identity.)
@@ -141,7 +151,7 @@ def fft_table(std, w, *, num_grid: int):
     exact = y / jnp.where(nonzero == 1, ws, 1)
     t = jnp.where(single, exact, t)
     ok = jnp.where(single, jnp.isfinite(exact), ok)
-    t = jax.lax.associative_scan(jnp.maximum, extrapolate_tails(y, t, ok))
+    t = _cummax(extrapolate_tails(y, t, ok))
     return y0, h, t
 
 
@@ -162,6 +172,33 @@ def _cumsum(x):
     return (within + offsets[..., None]).reshape(*x.shape[:-1], nb * b)[..., :n]
 
 
+def _cummax(x):
+    """Running maximum of a vector, blockwise (cheaper to compile and run than a scan)."""
+    n = x.shape[0]
+    b = 32
+    nb = -(-n // b)
+    blocks = jnp.pad(x, (0, nb * b - n), constant_values=-jnp.inf).reshape(nb, b)
+    tri = jnp.tril(jnp.ones((b, b), bool))
+    within = jnp.max(jnp.where(tri, blocks[:, None, :], -jnp.inf), axis=-1)
+    before = jnp.tril(jnp.ones((nb, nb), bool), -1)
+    prefix = jnp.max(jnp.where(before, within[None, :, -1], -jnp.inf), axis=-1)
+    return jnp.maximum(within, prefix[:, None]).reshape(-1)[:n]
+
+
+def _box_factor(tilt, boxes, n):
+    """The spectral factor that divides ``boxes`` one-cell uniform laws out of a lattice pmf.
+
+    A box tilted by e^{tilt · x} (x in cells) has the transform sinh(z) / z with
+    z = (tilt - iω) / 2; untilted, that is sinc(ω / 2π).
+    """
+    omega = (2 * math.pi / n) * jnp.arange(n // 2 + 1, dtype=tilt.dtype)
+    z = jax.lax.complex(jnp.broadcast_to(tilt / 2, omega.shape), -omega / 2)
+    small = jnp.abs(z) < 1e-4
+    safe = jnp.where(small, jnp.ones_like(z), z)
+    sinhc = jnp.where(small, jnp.ones_like(z), jnp.sinh(safe) / safe)
+    return jnp.exp(-boxes.astype(z.dtype) * jnp.log(sinhc))
+
+
 def _convolve(mass, n, factor):
     """The pmf ``[n]`` of the sum of terms with lattice masses ``mass`` ``[k, n]``, its spectrum
     multiplied by ``factor``."""
@@ -170,36 +207,40 @@ def _convolve(mass, n, factor):
     return jnp.fft.irfft(spectrum, n=n).astype(mass.dtype)
 
 
-def _tilted_tail(pmf, log_mass, centre, cells, join, value, deconv, *, upper: bool):
+def _log_slope(pmf, inner, outer):
+    """The pmf's decay rate per cell from cell ``inner`` to ``outer`` (>= 0; 0 if undefined)."""
+    tiny = jnp.finfo(pmf.dtype).tiny
+    cells = jnp.maximum(jnp.abs(outer - inner), 1).astype(pmf.dtype)
+    rate = jnp.log(jnp.maximum(pmf[inner], tiny) / jnp.maximum(pmf[outer], tiny)) / cells
+    return jnp.maximum(jnp.where(jnp.isfinite(rate), rate, 0), 0)
+
+
+def _tilted_tail(log_mass, centre, join, value, alpha, boxes, *, upper: bool):
     """One tail of F_Y at every cell edge beyond ``join``, by an exponentially tilted FFT.
 
     Args:
-      pmf: the untilted pmf ``[n]``; its log-slope at ``join`` gives the tilt.
       log_mass: the terms' log cell masses ``[k, n]``.
       centre: each term's cell index relative to its own median, ``[k, n]``.
-      cells: ``0 … n - 1``.
       join: the cell where the tail is joined to the body.
       value: the body's tail probability at ``join`` (1 - F_Y for the upper tail, else F_Y).
-      deconv: the spectral factor of the body's convolution.
+      alpha: the tilt per cell (>= 0), towards the tail.
+      boxes: how many one-cell boxes to divide out (see :func:`fft_table`).
       upper: which tail.
 
     Returns:
       ``(tail, ok)``: the tail probability ``[n]`` at the right edge of every cell (valid beyond
       ``join``), and where it is resolved.
     """
-    n = pmf.shape[0]
-    tiny = jnp.finfo(pmf.dtype).tiny
-    inner = pmf[join - _SLOPE_SPAN] if upper else pmf[join + _SLOPE_SPAN]
-    alpha = jnp.log(jnp.maximum(inner, tiny) / jnp.maximum(pmf[join], tiny)) / _SLOPE_SPAN
-    alpha = jnp.maximum(jnp.where(jnp.isfinite(alpha), alpha, 0), 0)
-    sign = 1 if upper else -1
-    tilted = log_mass + (sign * alpha) * centre
+    n = log_mass.shape[-1]
+    dtype = log_mass.dtype
+    tilt = alpha if upper else -alpha
+    tilted = log_mass + tilt * centre
     top = jnp.max(tilted, axis=-1, keepdims=True)
-    q = jnp.maximum(_convolve(jnp.exp(tilted - top), n, deconv), 0)
+    q = jnp.maximum(_convolve(jnp.exp(tilted - top), n, _box_factor(tilt, boxes, n)), 0)
     # Undo the tilt relative to the junction (factors <= 1 on the tail's side), then sum the tail.
     idx = jnp.arange(n)
     side = idx > join if upper else idx <= join
-    dist = jnp.where(side, jnp.abs(idx - join), 0).astype(pmf.dtype)
+    dist = jnp.where(side, jnp.abs(idx - join), 0).astype(dtype)
     r = jnp.where(side, q * jnp.exp(-alpha * dist), 0)
     if upper:
         tail_r = _cumsum(r[::-1])[::-1] - r  # Σ over the cells after j

@@ -210,7 +210,7 @@ def transport_map(
     weights,
     *,
     method: str = "auto",
-    num_grid: int = 2048,
+    num_grid: int | None = None,
     order: int = 8,
 ) -> TransportMap:
     """The monotone map y ↦ F_Z⁻¹(F_Y(y)) for Y = Σ_k w_k Z_k, Z_k i.i.d. from ``prior``.
@@ -229,7 +229,8 @@ def transport_map(
         quantile-quadrature map of :class:`TabulatedMap`: about 1000× slower to build, but it
         resolves tail probabilities down to 1e-20 and heavy tails without truncation; use it as a
         reference). ``"numerical"`` is the former name of ``"quadrature"``.
-      num_grid: grid points of a numerical map (``"fft"``: lattice cells, >= 64).
+      num_grid: grid points of a numerical map, >= 64 (default: 4096 lattice cells for
+        ``"fft"``, 2048 grid points for ``"quadrature"``).
       order: Gauss-Legendre nodes per quadrature panel (``"quadrature"`` only).
 
     Returns:
@@ -238,6 +239,8 @@ def transport_map(
     _checks.check_prior(prior)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
+    if num_grid is None:
+        num_grid = 2048 if method in ("quadrature", "numerical") else 4096
     num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=64)
     cw = _checks.concrete(weights)  # before the conversion, which is traced under jit
     w = _checks.as_float("weights", weights)
@@ -277,6 +280,9 @@ def _lattice(std, w, cw, *, num_grid):
     if cw is not None and flat.shape[0] > 1:
         keys = np.sort(cw.reshape(-1, k), axis=-1)
         unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        # Pad to a power of two so that batches of similar size share one compilation.
+        m = len(unique)
+        unique = np.concatenate([unique, np.repeat(unique[:1], (1 << (m - 1).bit_length()) - m, 0)])
         y0, h, A, B = _lattice_build(std, jnp.asarray(unique, w.dtype), num_grid=num_grid)
         index = jnp.asarray(inverse.reshape(-1))
         y0, h, A, B = y0[index], h[index], A[index], B[index]
