@@ -223,7 +223,8 @@ def transport_map(
       weights: ``[..., k]``; leading axes give a batch of maps. May be traced. All-zero weights
         (a point mass, no map exists) raise ``ValueError`` when concrete; traced, they give the
         map of weight 1 on one draw (the identity).
-      method: ``"auto"`` (closed form where one exists, else ``"fft"``), ``"closed"`` (raise
+      method: ``"auto"`` (closed form where one exists, else ``"fft"``, or ``"quadrature"``
+        for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`), ``"closed"`` (raise
         ``ValueError`` when there is none), ``"fft"`` (the lattice map of
         :mod:`latentot.convolution`: a few FFTs per weight vector) or ``"quadrature"`` (the
         quantile-quadrature map of :class:`TabulatedMap`: about 1000× slower to build, but it
@@ -239,9 +240,8 @@ def transport_map(
     _checks.check_prior(prior)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
-    if num_grid is None:
-        num_grid = 2048 if method in ("quadrature", "numerical") else 4096
-    num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=64)
+    if num_grid is not None:
+        num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=64)
     cw = _checks.concrete(weights)  # before the conversion, which is traced under jit
     w = _checks.as_float("weights", weights)
     if w.ndim < 1 or w.shape[-1] < 1:
@@ -257,10 +257,12 @@ def transport_map(
                 f"no closed-form map for {type(prior).__name__} with {w.shape[-1]} weights; "
                 "use method='auto', 'fft' or 'quadrature'"
             )
+        if method == "auto" and not convolution.light_tailed(std):
+            method = "quadrature"  # heavy tails: the lattice would have to truncate them
         if method in ("quadrature", "numerical"):
-            standard = _tabulate(std, w, num_grid=num_grid, order=order)
+            standard = _tabulate(std, w, num_grid=num_grid or 2048, order=order)
         else:
-            standard = _lattice(std, w, cw, num_grid=num_grid)
+            standard = _lattice(std, w, cw, num_grid=num_grid or 4096)
     low, high = _priors.support(prior)
     return TransportMap(standard, loc, scale, jnp.sum(w, -1), low, high)
 

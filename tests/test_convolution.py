@@ -119,7 +119,7 @@ def test_jit_vmap_and_grad():
 
 def test_repeated_weight_vectors_share_one_build():
     """Concrete weights: one build per distinct multiset, gathered back in order."""
-    p = StudentT2()
+    p = lo.Logistic()
     w = jnp.asarray([[0.2, 0.8], [0.8, 0.2], [0.5, 0.5], [0.2, 0.8]])
     T = lo.transport_map(p, w[:, None, :])  # batch [4, 1] against points [4, 9]
     assert T.standard.A.shape[:2] == (4, 1)
@@ -129,6 +129,14 @@ def test_repeated_weight_vectors_share_one_build():
         single = lo.transport_map(p, w[i])(y[:, None])[:, 0]
         np.testing.assert_allclose(out[i], single, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_heavy_tails_use_the_quadrature_map():
+    assert isinstance(
+        lo.transport_map(StudentT2(), jnp.ones(3)).standard, lo.transport.TabulatedMap
+    )
+    assert isinstance(lo.transport_map(Gumbel(), jnp.ones(3)).standard, lo.transport.LatticeMap)
+    assert not lo.convolution.light_tailed(lo.Cauchy())
 
 
 def test_one_nonzero_weight_is_the_exact_scaling():
