@@ -1,4 +1,4 @@
-"""The FFT-lattice transport maps: closed forms, the quadrature map, tails, dtypes, jit/vmap/grad."""
+"""FFT-lattice transport maps: closed forms, the quadrature map, tails, dtypes, jit/vmap/grad."""
 
 import jax
 import jax.numpy as jnp

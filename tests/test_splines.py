@@ -1,4 +1,4 @@
-"""Keyframe splines: the Catmull-Rom formula, pass-through, loops, laws, merging, jit/vmap, errors."""
+"""Keyframe splines: Catmull-Rom formula, pass-through, loops, laws, merging, jit/vmap, errors."""
 
 import jax
 import jax.numpy as jnp
