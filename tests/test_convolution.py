@@ -17,7 +17,7 @@ def _fft(prior, w, y):
     return lo.transport_map(prior, jnp.asarray(w), method="fft")(y)
 
 
-@pytest.mark.parametrize("prior", [lo.Gaussian(), lo.Gaussian(1.0, 3.0)], ids=name)
+@pytest.mark.parametrize("prior", [lo.Gaussian(1.0, 3.0)], ids=name)
 @pytest.mark.parametrize("w", WEIGHTS_2 + WEIGHTS_N, ids=str)
 def test_gaussian_closed_form(prior, w):
     """y / ‖w‖₂ to 1e-4 (× scale) over ±6 standard deviations of Y (tail probability 1e-9)."""
@@ -29,7 +29,7 @@ def test_gaussian_closed_form(prior, w):
     assert float(jnp.max(jnp.abs(_fft(prior, w, y) - closed))) < 1e-4 * float(prior.scale)
 
 
-@pytest.mark.parametrize("prior", [lo.Uniform(), lo.Uniform(-0.5, 3.0)], ids=name)
+@pytest.mark.parametrize("prior", [lo.Uniform(-0.5, 3.0)], ids=name)
 @pytest.mark.parametrize("w", WEIGHTS_2, ids=str)
 def test_uniform_pair_closed_form(prior, w):
     w = jnp.asarray(w)
@@ -73,7 +73,7 @@ def test_agrees_with_the_quadrature_map(prior, w):
 
 
 @pytest.mark.parametrize("prior", STANDARD + USER, ids=name)
-@pytest.mark.parametrize("w", [[0.7, 0.3], [-1.0, 1.0, 1.0], [0.25, 0.25, 0.25, 0.25]], ids=str)
+@pytest.mark.parametrize("w", [[-1.0, 1.0, 1.0], [0.25, 0.25, 0.25, 0.25]], ids=str)
 def test_tails_are_finite_monotone_and_linear(prior, w):
     """No NaN/inf up to |y| = 1e30, monotone, in the support, and linear far out."""
     T = lo.transport_map(prior, jnp.asarray(w), method="fft")

@@ -98,6 +98,8 @@ def test_jit_vmap_and_traced_t():
     closed_over = jax.jit(lambda k: lo.matched_spline(p, k, t))(kf)  # concrete t under jit
     np.testing.assert_allclose(closed_over, eager, rtol=1e-6, atol=1e-6)
     # vmap over a batch of keyframe sets = the batch as a leading axis of the latents
+    per_set = jax.vmap(lambda k: lo.spline(k, t), in_axes=1, out_axes=1)(kf)
+    np.testing.assert_allclose(per_set, lo.spline(kf, t), rtol=1e-6, atol=1e-6)
     per_set = jax.vmap(lambda k: lo.matched_spline(p, k, t), in_axes=1, out_axes=1)(kf)
     np.testing.assert_allclose(per_set, eager, rtol=1e-5, atol=1e-5)
     # traced t outside [0, K - 1] holds the end keyframes (documented), never NaN
