@@ -13,8 +13,10 @@ has them). The steps:
    mass beyond a term's extent is lumped into its end cells. Cell masses are exact for any prior,
    discontinuous densities (uniform) and narrow terms (small |w_k|, a near point mass) included.
 3. **Convolution.** The pmf of the sum is the product of the terms' real FFTs. The lattice holds
-   the whole support of the sum, so the circular convolution does not wrap. The cumulative sums of
-   the pmf give F_Y and 1 - F_Y at the cell edges.
+   the whole support of the sum, so the circular convolution does not wrap. Each term's cell
+   masses sample the density of the term plus a uniform on one cell, so k - 1 such boxes are
+   divided out of the product (sinc factors; terms narrower than a few cells carry none). The
+   cumulative sums of the pmf give F_Y and 1 - F_Y at the cell edges.
 4. **Tails.** An FFT's rounding error is relative to the largest pmf value, so F_Y below about
    1e-4 (float32) is swamped. Each tail is therefore computed again from an exponentially tilted
    lattice (Esscher transform; Grübel and Hermesmeier, 1999): every term's masses are multiplied by
@@ -22,11 +24,16 @@ has them). The steps:
    to full relative precision; the tilt is divided out again and the tail is joined to the body
    at F = 10⁻². α is the pmf's own log-slope at F = 10⁻⁴, so the tilted pmf peaks there.
 5. **Map.** T₀ = F_Z⁻¹(F_Y) at every cell edge (through ``icdf`` in the lower half and ``isf``
-   in the upper half), continued linearly where even the tilted tail underflows or the lattice
-   ends, and made monotone. Between edges T₀ is interpolated linearly.
+   in the upper half), continued linearly where tail probabilities are no longer trusted (below
+   1e3 δ, where the lumped end masses start to matter, or below 10× the mass a cap lumped) or the
+   lattice ends, and made monotone. Between edges T₀ is interpolated linearly.
 
-The cost is 3 (k + 1) FFTs of length ``num_grid`` and 2 k ``num_grid`` CDF evaluations per weight
-vector, independent of the prior; batches of weight vectors are built with ``jax.vmap``.
+Heavy tails (see :func:`light_tailed`) would be cut at the cap, so ``transport_map`` uses its
+quadrature map for them unless ``method="fft"`` is asked for explicitly.
+
+The cost is 3 (k + 1) FFTs of length ``num_grid``, 2 k ``num_grid`` CDF/survival evaluations and
+2 ``num_grid`` quantile evaluations per weight vector; batches of weight vectors are built with
+``jax.vmap``.
 """
 
 from __future__ import annotations
