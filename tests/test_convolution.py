@@ -10,7 +10,7 @@ import latentot as lo
 from tests.references import STANDARD, USER, Gumbel, StudentT2, name, scipy_law
 
 WEIGHTS_2 = [[0.5, 0.5], [0.95, 0.05], [0.25, 0.75], [1.0, 0.0], [1.0, 2.0], [1.0, -1.0]]
-WEIGHTS_N = [[-1.0, 1.0, 1.0], [0.25, 0.25, 0.25, 0.25], [0.2, 0.3, 0.5], [-0.0625, 0.5625] * 2]
+WEIGHTS_N = [[-1.0, 1.0, 1.0], [0.25, 0.25, 0.25, 0.25], [-0.0625, 0.5625] * 2]
 
 
 def _fft(prior, w, y):
@@ -51,8 +51,16 @@ def test_laplace_pair_closed_form():
     np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("prior", [lo.Laplace(), lo.Logistic(), Gumbel()], ids=name)
-@pytest.mark.parametrize("w", [[0.7, 0.3], [-1.0, 1.0, 1.0], [0.25, 0.25, 0.25, 0.25]], ids=str)
+@pytest.mark.parametrize(
+    "prior, w",
+    [
+        (lo.Laplace(), [0.25, 0.25, 0.25, 0.25]),
+        (lo.Laplace(), [-1.0, 1.0, 1.0]),
+        (lo.Logistic(), [0.7, 0.3]),
+        (Gumbel(), [-1.0, 1.0, 1.0]),
+    ],
+    ids=lambda v: name(v) if not isinstance(v, list) else str(v),
+)
 def test_agrees_with_the_quadrature_map(prior, w):
     """Both numerical maps, built independently, agree to 3e-4 where T(y) lies inside the
     prior's 1e-6 quantiles. A prior without ``sf`` (Gumbel here) has only 1 - cdf in its upper
@@ -73,7 +81,7 @@ def test_agrees_with_the_quadrature_map(prior, w):
 
 
 @pytest.mark.parametrize("prior", STANDARD + USER, ids=name)
-@pytest.mark.parametrize("w", [[-1.0, 1.0, 1.0], [0.25, 0.25, 0.25, 0.25]], ids=str)
+@pytest.mark.parametrize("w", [[-1.0, 0.5, 0.25, 0.25]], ids=str)
 def test_tails_are_finite_monotone_and_linear(prior, w):
     """No NaN/inf up to |y| = 1e30, monotone, in the support, and linear far out."""
     T = lo.transport_map(prior, jnp.asarray(w), method="fft")

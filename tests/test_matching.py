@@ -172,7 +172,7 @@ def test_cauchy_lerp_is_already_matched():
     np.testing.assert_allclose(lo.matched_lerp(p, z0, z1, 0.3), lo.lerp(z0, z1, 0.3), rtol=1e-6)
 
 
-@pytest.mark.parametrize("prior", STANDARD + USER, ids=name)
+@pytest.mark.parametrize("prior", [lo.Uniform(), lo.Laplace(), *USER], ids=name)
 def test_matched_mean_has_the_prior_law(prior):
     zs = jnp.stack(_draws(prior, 5))
     mean = lo.matched_mean(prior, zs)
