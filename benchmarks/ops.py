@@ -12,6 +12,13 @@ Two measurements, both in one run:
    (``scipy.stats`` cdf/ppf of the closed-form law of y, or of a numerically tabulated F_Y for
    priors without one). Target: ≥ 20× faster.
 
+3. Grids and keyframe paths at d = 512 (issue 9): a jitted 7 × 7 ``matched_grid`` and a
+   120-frame looping ``matched_spline`` through 8 keyframes, per prior, as a ratio to the
+   Gaussian's (closed-form) time; the path both with t closed over as a NumPy array (one map
+   per distinct weight vector) and with t a traced argument (one map per frame). The numerical
+   priors use the FFT-lattice map; ``--old`` also times the quadrature map (the map before
+   issue 9) on the same calls. Target: within 10× of the Gaussian.
+
 Each timing is the median of ``--repeats`` runs after a warm-up run, with ``block_until_ready``.
 
 Usage::
@@ -310,6 +317,59 @@ def bench_references(rows: int, dim: int, repeats: int, ref_repeats: int, t: flo
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# 3. Grids and paths at d = 512.
+
+
+def _user_priors():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from tests.references import Gumbel, StudentT2
+
+    return {"user Gumbel": Gumbel(), "user Student-t(2)": StudentT2()}
+
+
+def bench_paths(repeats: int, old: bool, dim: int = 512) -> dict:
+    """Jitted 7 × 7 matched_grid and 120-frame matched_spline (8 keyframes) per prior."""
+    priors = {
+        "gaussian": lt.Gaussian(),
+        "uniform": lt.Uniform(),
+        "laplace": lt.Laplace(),
+        "logistic": lt.Logistic(),
+        **_user_priors(),
+    }
+    t = np.arange(120) * 8 / 120  # a loop, 15 frames per segment
+    out = {}
+    for name, prior in priors.items():
+        corners = prior.sample(jax.random.key(0), (4, dim), jnp.float32)
+        keys = prior.sample(jax.random.key(1), (8, dim), jnp.float32)
+        kinds = {"new": {}}
+        if old and name != "gaussian":
+            kinds["old"] = {"method": "quadrature"}
+        row = {}
+        for kind, kw in kinds.items():
+            grid = jax.jit(lambda c, prior=prior, kw=kw: lt.matched_grid(prior, c, 7, **kw))
+            path = jax.jit(
+                lambda k, prior=prior, kw=kw: lt.matched_spline(prior, k, t, closed=True, **kw)
+            )
+            traced = jax.jit(
+                lambda k, s, prior=prior, kw=kw: lt.matched_spline(prior, k, s, closed=True, **kw)
+            )
+            reps = repeats if kind == "new" else 1
+            row[kind] = {
+                "grid": _median_time(lambda g=grid, c=corners: g(c), reps),
+                "path": _median_time(lambda p=path, k=keys: p(k), reps),
+                "path traced t": _median_time(lambda f=traced, k=keys: f(k, jnp.asarray(t)), reps),
+            }
+        out[name] = row
+    base = out["gaussian"]["new"]
+    for row in out.values():
+        for r in row.values():
+            r.update({f"{k} ×gauss": r[k] / base[k] for k in list(r) if "×" not in k})
+    return out
+
+
 def machine() -> dict:
     model = platform.processor() or "unknown"
     try:
@@ -331,24 +391,7 @@ def machine() -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small arrays, 3 repeats")
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--chunk", type=int, default=250_000, help="rows per jitted call")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--ref-rows", type=int, default=100_000, help="rows of the SciPy part")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.chunk, args.repeats, args.ref_rows = 50_000, 50_000, 3, 2_000
-    ref_repeats = max(1, min(3, args.repeats))
-
-    info = machine()
-    print(f"{info['date']} · {info['cpu']} · {info['cores']} cores · load {info['load_average']}")
-    print(f"jax {info['jax']} ({info['backend']})")
-
+def _print_parts_1_2(args, ref_repeats):
     print(f"\n1. matched_lerp / lerp on [{args.rows}, {args.dim}] float32, chunks of {args.chunk}")
     lerp = bench_lerp(args.rows, args.dim, args.chunk, args.repeats)
     print("(build: seconds spent building the map, once per chunk; apply: a prebuilt map's cost)")
@@ -372,7 +415,50 @@ def main(argv=None) -> dict:
             f"{name:32s}{r['seconds']:10.4f}{r['reference_seconds']:10.4f}"
             f"{r['speedup']:9.1f}  {mark}"
         )
-    results = {"machine": info, "args": vars(args), "lerp": lerp, "references": refs}
+    return lerp, refs
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small arrays, 3 repeats")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--chunk", type=int, default=250_000, help="rows per jitted call")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--ref-rows", type=int, default=100_000, help="rows of the SciPy part")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--paths-only", action="store_true", help="only part 3 (grids, paths)")
+    parser.add_argument("--old", action="store_true", help="part 3: also time the old map")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.chunk, args.repeats, args.ref_rows = 50_000, 50_000, 3, 2_000
+    ref_repeats = max(1, min(3, args.repeats))
+
+    info = machine()
+    print(f"{info['date']} · {info['cpu']} · {info['cores']} cores · load {info['load_average']}")
+    print(f"jax {info['jax']} ({info['backend']})")
+
+    lerp = refs = None
+    if not args.paths_only:
+        lerp, refs = _print_parts_1_2(args, ref_repeats)
+
+    print(
+        "\n3. jitted 7×7 matched_grid and 120-frame looping matched_spline (8 keyframes), d = 512"
+    )
+    paths = bench_paths(args.repeats, args.old)
+    cols = ("grid", "path", "path traced t")
+    print(f"{'':22s}{'':5s}" + "".join(f"{c + ' ms':>18s}{'×gauss':>8s}" for c in cols))
+    for name, row in paths.items():
+        for kind, r in row.items():
+            cells = "".join(f"{1e3 * r[c]:18.3f}{r[c + ' ×gauss']:8.1f}" for c in cols)
+            print(f"{name:22s}{kind:5s}{cells}")
+    results = {
+        "machine": info,
+        "args": vars(args),
+        "lerp": lerp,
+        "references": refs,
+        "paths": paths,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,8 +1,10 @@
 """latentot: optimal-transport tools for the latent spaces of generative models.
 
-* Priors (:mod:`latentot.priors`) and the raw latent operations (:mod:`latentot.ops`).
+* Priors (:mod:`latentot.priors`) and the raw latent operations (:mod:`latentot.ops`), with
+  keyframe paths (:mod:`latentot.splines`).
 * Matched operations (:mod:`latentot.matching`) built on the monotone transport maps of
-  :mod:`latentot.transport` (Agustsson et al.).
+  :mod:`latentot.transport` (Agustsson et al.), tabulated fast by FFT convolution
+  (:mod:`latentot.convolution`).
 * Cauchy-linear interpolations (:mod:`latentot.cauchy`, Leśniak et al.).
 * Mismatch statistics and figures (:mod:`latentot.diagnostics`).
 * The AE-OT sampler (:mod:`latentot.aeot`, Liu et al.).
@@ -14,11 +16,15 @@ from latentot.matching import (
     matched_combine,
     matched_grid,
     matched_lerp,
+    matched_mean,
     matched_random_walk,
+    matched_spline,
+    matched_subspace,
     matched_vicinity,
 )
 from latentot.ops import analogy, combine, grid, lerp, random_walk, slerp, vicinity
 from latentot.priors import Cauchy, Gaussian, Laplace, Logistic, Prior, Uniform
+from latentot.splines import spline
 from latentot.transport import TransportMap, transport_map
 
 __all__ = [
@@ -38,11 +44,15 @@ __all__ = [
     "matched_combine",
     "matched_grid",
     "matched_lerp",
+    "matched_mean",
     "matched_random_walk",
+    "matched_spline",
+    "matched_subspace",
     "matched_vicinity",
     "random_walk",
     "slerp",
     "spherical_cauchy_lerp",
+    "spline",
     "transport_map",
     "vicinity",
 ]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from latentot import _checks, ops
 from latentot import priors as _priors
 from latentot._sharding import elementwise
-from latentot.transport import quantile_map
+from latentot.priors import quantile_map
 
 __all__ = ["cauchy_lerp", "from_cauchy", "spherical_cauchy_lerp", "to_cauchy"]
 

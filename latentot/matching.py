@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from latentot import _checks, ops
+from latentot import _checks, ops, splines
 from latentot._sharding import apply_map
 from latentot.transport import transport_map
 
@@ -24,7 +25,10 @@ __all__ = [
     "matched_combine",
     "matched_grid",
     "matched_lerp",
+    "matched_mean",
     "matched_random_walk",
+    "matched_spline",
+    "matched_subspace",
     "matched_vicinity",
 ]
 
@@ -73,18 +77,120 @@ def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
 def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     """Matched 4-point bilinear grid; its corners equal ``corners``.
 
+    The n² weight vectors are concrete (they depend on n only), so the numerical map is built
+    once per distinct multiset of weights (10 for n = 7), also under ``jax.jit``.
+
     Args:
       prior: the latent prior.
-      corners: ``[4, d]``, ordered top-left, top-right, bottom-left, bottom-right.
+      corners: ``[4, ..., d]``, ordered top-left, top-right, bottom-left, bottom-right; leading
+        axes ``...`` give a batch of grids sharing the maps.
       n: grid size (static int >= 2).
       **map_kwargs: passed to :func:`latentot.transport_map`.
 
     Returns:
-      ``[n, n, d]``.
+      ``[n, n, ..., d]``.
     """
     _checks.check_prior(prior)
     y = ops.grid(corners, n)
-    return apply_map(transport_map(prior, ops.bilinear_weights(n, y.dtype), **map_kwargs), y)
+    w = np.asarray(ops.bilinear_weights(n, y.dtype))  # concrete, so equal maps are shared
+    return _map_frames(prior, w.reshape(n, n, *(1,) * (y.ndim - 3), 4), y, map_kwargs)
+
+
+def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -> jax.Array:
+    """The Catmull-Rom spline through keyframes, every frame mapped to the prior's law.
+
+    Frame r is y_r = Σ_j c_rj P_{i_rj} (:func:`latentot.spline`), and the output is T_r(y_r)
+    with T_r the transport map of its weights. A keyframe that enters a frame twice (the clamped
+    ends of an open path, closed loops with K < 4) is counted once with its weights merged, as
+    the law of y_r requires. When the keyframes are independent prior draws, every frame has the
+    prior's law exactly, and frame t = i is keyframe i.
+
+    Args:
+      prior: the latent prior.
+      keyframes: ``[K, ..., d]``, K >= 2.
+      t: ``[T]``; as in :func:`latentot.spline`. Pass a concrete t (a NumPy array, even under
+        ``jax.jit``) to build one map per distinct weight vector (a looping path with the same
+        number of frames per segment repeats its weights every segment); a traced t builds one
+        map per frame.
+      closed: loop with period K.
+      **map_kwargs: passed to :func:`latentot.transport_map`.
+
+    Returns:
+      ``[T, ..., d]``.
+    """
+    _checks.check_prior(prior)
+    kf, t = splines.check_keyframes(keyframes, t, closed)
+    index, weight = splines.spline_weights(t, kf.shape[0], closed=closed)
+    y = splines.combine_frames(kf, index, weight)
+    weight = weight.astype(y.dtype)  # NumPy for a concrete t: equal maps are then shared
+    w = weight.reshape(weight.shape[0], *(1,) * (y.ndim - 2), 4)
+    return _map_frames(prior, w, y, map_kwargs)
+
+
+def matched_mean(prior, zs, **map_kwargs) -> jax.Array:
+    """The matched centroid T(Σ_k z_k / k) of k latents.
+
+    Gaussian: loc + (ȳ - loc) √k; Cauchy: the plain mean; other priors: the numerical map of k
+    equal weights. For k independent prior draws the result has the prior's law.
+
+    Args:
+      prior: the latent prior.
+      zs: ``[k, ..., d]``, k >= 1.
+      **map_kwargs: passed to :func:`latentot.transport_map`.
+
+    Returns:
+      ``[..., d]``.
+    """
+    zs = _checks.as_float("zs", zs)
+    if zs.ndim < 2:
+        raise ValueError(f"zs must be [k, ..., d] with rank >= 2, got shape {zs.shape}")
+    k = zs.shape[0]
+    return matched_combine(prior, zs, np.full(k, 1 / k, zs.dtype), **map_kwargs)
+
+
+def matched_subspace(
+    rng: jax.Array, prior, zs, num: int, *, convex: bool = False, **map_kwargs
+) -> jax.Array:
+    """Random points of the span of k latents, each with the prior's law.
+
+    Point n is T_{c_n}(Σ_k c_nk z_k) with its own coefficient vector c_n, shared by all of the
+    latent's components (and by the leading axes ``...`` of ``zs``), and T_c the transport map
+    of the weights c. The coefficients are i.i.d. standard normal, i.e. the direction c / ‖c‖ is
+    uniform on the sphere of the span: the matched point depends on the direction only
+    (T_{λc}(λy) = T_c(y) for λ > 0), so every direction of the span is equally likely. With
+    ``convex=True`` they are Dirichlet(1, …, 1) instead: uniform on the simplex, i.e. points of
+    the convex hull of the latents. For independent prior draws every point has the prior's law
+    (different points are dependent: they share the latents).
+
+    Args:
+      rng: PRNG key.
+      prior: the latent prior.
+      zs: ``[k, ..., d]``, k >= 1, the latents spanning the subspace.
+      num: number of points (static int >= 1).
+      convex: draw convex combinations (Dirichlet) instead of the whole span (Gaussian).
+      **map_kwargs: passed to :func:`latentot.transport_map`.
+
+    Returns:
+      ``[num, ..., d]``.
+    """
+    _checks.check_prior(prior)
+    zs = _checks.as_float("zs", zs)
+    if zs.ndim < 2:
+        raise ValueError(f"zs must be [k, ..., d] with rank >= 2, got shape {zs.shape}")
+    num = _checks.check_positive_int("num", num)
+    k = zs.shape[0]
+    if convex:
+        c = jax.random.dirichlet(rng, jnp.ones(k, zs.dtype), (num,), zs.dtype)
+    else:
+        c = jax.random.normal(rng, (num, k), zs.dtype)
+    y = jnp.einsum("nk,k...->n...", c, zs)
+    return _map_frames(prior, c.reshape(num, *(1,) * (zs.ndim - 2), k), y, map_kwargs)
+
+
+def _map_frames(prior, weights, y, map_kwargs):
+    """Applies the maps of ``weights`` ``[*B, 1, ..., k]`` to ``y`` ``[*B, ..., d]``."""
+    assert jnp.ndim(weights) == jnp.ndim(y), (jnp.shape(weights), jnp.shape(y))  # one map per *B
+    return apply_map(transport_map(prior, weights, **map_kwargs), y)
 
 
 def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:

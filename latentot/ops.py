@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from latentot import _checks
 
@@ -42,12 +43,16 @@ def vicinity_weights(eps) -> jax.Array:
 def bilinear_weights(n: int, dtype=None) -> jax.Array:
     """Weights ``[n, n, 4]`` of the 4-point grid, corners ordered TL, TR, BL, BR.
 
-    Row i runs top to bottom (v = i / (n - 1)), column j left to right (u = j / (n - 1)).
+    Row i runs top to bottom (v = i / (n - 1)), column j left to right (u = j / (n - 1)). The
+    weights are concrete even under ``jax.jit`` (they depend on the static n only), so a matched
+    grid builds one transport map per distinct weight vector.
     """
     n = _checks.check_positive_int("n", n, minimum=2)
-    s = jnp.linspace(0, 1, n, dtype=dtype or jnp.result_type(float))
+    s = np.linspace(0.0, 1.0, n)
     v, u = s[:, None], s[None, :]
-    return jnp.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], axis=-1)
+    w = np.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], axis=-1)
+    with jax.ensure_compile_time_eval():
+        return jnp.asarray(w, dtype or jnp.result_type(float))
 
 
 def lerp(z0, z1, t) -> jax.Array:
@@ -123,8 +128,8 @@ def combine(zs, weights) -> jax.Array:
 
 def _corners(corners) -> jax.Array:
     c = _checks.as_float("corners", corners)
-    if c.ndim != 2 or c.shape[0] != 4:
-        raise ValueError(f"corners must be [4, d] (TL, TR, BL, BR), got shape {c.shape}")
+    if c.ndim < 2 or c.shape[0] != 4:
+        raise ValueError(f"corners must be [4, ..., d] (TL, TR, BL, BR), got shape {c.shape}")
     return c
 
 
@@ -132,15 +137,16 @@ def grid(corners, n: int) -> jax.Array:
     """The 4-point bilinear grid between corners.
 
     Args:
-      corners: ``[4, d]``: top-left, top-right, bottom-left, bottom-right.
+      corners: ``[4, ..., d]``: top-left, top-right, bottom-left, bottom-right (leading axes
+        ``...`` give a batch of grids).
       n: grid size (static int >= 2); the grid's corners equal ``corners``.
 
     Returns:
-      ``[n, n, d]``.
+      ``[n, n, ..., d]``.
     """
     c = _corners(corners)
     w = bilinear_weights(n, c.dtype)
-    return jnp.einsum("ijk,kd->ijd", w, c)
+    return jnp.einsum("ijk,k...->ij...", w, c)
 
 
 def analogy(za, zb, zc) -> jax.Array:

@@ -51,6 +51,7 @@ __all__ = [
     "Prior",
     "Uniform",
     "isf",
+    "quantile_map",
     "sf",
     "standardize",
     "support",
@@ -84,6 +85,20 @@ def isf(prior, q):
     """Inverse survival F_Z⁻¹(1 - q), using ``prior.isf`` when the prior has one."""
     f = getattr(prior, "isf", None)
     return f(q) if callable(f) else prior.icdf(1 - q)
+
+
+def quantile_map(prior, f, s):
+    """F_Z⁻¹ of a probability given both as a CDF value ``f`` and a survival value ``s``.
+
+    Uses ``icdf(f)`` in the lower half and ``isf(s)`` in the upper half, so that neither tail
+    loses precision to 1 - p rounding. Probabilities are kept inside [tiny, 1/2], which keeps the
+    result finite (and its gradient defined) for every input.
+    """
+    tiny = jnp.finfo(jnp.result_type(f)).tiny
+    lower = f <= s
+    lo = prior.icdf(jnp.clip(f, tiny, 0.5))
+    hi = isf(prior, jnp.clip(s, tiny, 0.5))
+    return jnp.where(lower, lo, hi)
 
 
 def support(prior) -> tuple[float, float]:

@@ -11,8 +11,10 @@ with T₀ the map of the standard prior. T₀ comes from a closed form where one
 * Uniform(-1, 1) with two weights: the trapezoid CDF of |w₁|V₁ + |w₂|V₂ (see
   :class:`UniformPairMap`);
 
-and otherwise from the numerical map :class:`TabulatedMap`, which needs nothing but the prior's
-``cdf``/``icdf`` (and ``sf``/``isf`` for accurate upper tails), so it serves any user prior.
+and otherwise numerically: by default from :func:`latentot.convolution.fft_table` (the law of
+Y by FFT convolution on a lattice, :class:`LatticeMap`), or, on request, from the slower
+quantile quadrature of :class:`TabulatedMap`. Both need nothing but the prior's ``cdf``/``icdf``
+(and ``sf``/``isf`` for accurate upper tails), so they serve any user prior.
 
 Weights may carry batch axes, ``[..., k]``: one map per weight vector (e.g. one per t of an
 interpolation grid). The batch axes broadcast against the leading axes of ``y``.
@@ -28,10 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentot import _checks, quadrature
+from latentot import _checks, convolution, quadrature
 from latentot import priors as _priors
+from latentot.priors import quantile_map
 
 __all__ = [
+    "LatticeMap",
     "StableMap",
     "TabulatedMap",
     "TransportMap",
@@ -48,20 +52,6 @@ def _dataclass(cls=None, /, *, meta=()):
         return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=list(meta))
 
     return wrap if cls is None else wrap(cls)
-
-
-def quantile_map(prior, f, s):
-    """F_Z⁻¹ of a probability given both as a CDF value ``f`` and a survival value ``s``.
-
-    Uses ``icdf(f)`` in the lower half and ``isf(s)`` in the upper half, so that neither tail
-    loses precision to 1 - p rounding. Probabilities are kept inside [tiny, 1/2], which keeps the
-    result finite (and its gradient defined) for every input.
-    """
-    tiny = jnp.finfo(jnp.result_type(f)).tiny
-    lower = f <= s
-    lo = prior.icdf(jnp.clip(f, tiny, 0.5))
-    hi = _priors.isf(prior, jnp.clip(s, tiny, 0.5))
-    return jnp.where(lower, lo, hi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,22 +122,46 @@ class TabulatedMap:
         v = dx / (jnp.abs(dx) + c)
         pos = (v + self.vmax) * (nseg / (2 * self.vmax))
         i = jnp.clip(jnp.floor(pos), 0, nseg - 1).astype(jnp.int32)
-        if not batch:
-            return (
-                self.A.at[i].get(mode="promise_in_bounds")
-                + self.B.at[i].get(mode="promise_in_bounds") * x
-            )
-        # One table per weight vector: a gather along the segment axis only, with the batch axes
-        # as gather batch dimensions. Under a sharded batch (tables and points sharded alike)
-        # each device then reads its own tables; a flat index into all tables would make XLA
-        # all-gather them.
-        lead = jnp.broadcast_shapes(batch, x.shape[:-1])
-        i = jnp.broadcast_to(i, (*lead, x.shape[-1]))
-        pad = (1,) * (len(lead) - len(batch))
-        A = self.A.reshape(*pad, *batch, nseg)
-        B = self.B.reshape(*pad, *batch, nseg)
-        take = functools.partial(jnp.take_along_axis, indices=i, axis=-1, mode="promise_in_bounds")
-        return take(A) + take(B) * x
+        return _lookup(self.A, self.B, batch, i, x)
+
+
+@_dataclass
+class LatticeMap:
+    """A numerical monotone map, piecewise linear between the points y0 + j h, j = 0 … N - 1.
+
+    Built by :func:`latentot.convolution.fft_table`. Locating a point is O(1); beyond the ends
+    the end segments extrapolate linearly. Each segment stores T = A + B·y.
+    """
+
+    y0: jax.Array  # [*B]
+    h: jax.Array  # [*B]
+    A: jax.Array  # [*B, N - 1] intercepts
+    B: jax.Array  # [*B, N - 1] slopes
+
+    def __call__(self, x):
+        nseg = self.A.shape[-1]
+        batch = self.y0.shape
+        pos = (x - self.y0[..., None]) / self.h[..., None]
+        i = jnp.clip(jnp.floor(pos), 0, nseg - 1).astype(jnp.int32)
+        return _lookup(self.A, self.B, batch, i, x)
+
+
+def _lookup(A, B, batch, i, x):
+    """A[i] + B[i] x, with one table per batch entry of the map (batch axes broadcast with x)."""
+    nseg = A.shape[-1]
+    if not batch:
+        return A.at[i].get(mode="promise_in_bounds") + B.at[i].get(mode="promise_in_bounds") * x
+    # One table per weight vector: a gather along the segment axis only, with the batch axes
+    # as gather batch dimensions. Under a sharded batch (tables and points sharded alike)
+    # each device then reads its own tables; a flat index into all tables would make XLA
+    # all-gather them.
+    lead = jnp.broadcast_shapes(batch, x.shape[:-1])
+    i = jnp.broadcast_to(i, (*lead, x.shape[-1]))
+    pad = (1,) * (len(lead) - len(batch))
+    A = A.reshape(*pad, *batch, nseg)
+    B = B.reshape(*pad, *batch, nseg)
+    take = functools.partial(jnp.take_along_axis, indices=i, axis=-1, mode="promise_in_bounds")
+    return take(A) + take(B) * x
 
 
 @_dataclass
@@ -156,7 +170,7 @@ class TransportMap:
 
     Attributes:
       standard: the map T₀ of the standardised prior (a :class:`StableMap`,
-        :class:`UniformPairMap` or :class:`TabulatedMap`).
+        :class:`UniformPairMap`, :class:`LatticeMap` or :class:`TabulatedMap`).
       loc: prior location (scalar or ``[d]``).
       scale: prior scale (scalar or ``[d]``).
       wsum: Σ_k w_k, ``[*B]``.
@@ -196,7 +210,7 @@ def transport_map(
     weights,
     *,
     method: str = "auto",
-    num_grid: int = 2048,
+    num_grid: int | None = None,
     order: int = 8,
 ) -> TransportMap:
     """The monotone map y ↦ F_Z⁻¹(F_Y(y)) for Y = Σ_k w_k Z_k, Z_k i.i.d. from ``prior``.
@@ -209,36 +223,99 @@ def transport_map(
       weights: ``[..., k]``; leading axes give a batch of maps. May be traced. All-zero weights
         (a point mass, no map exists) raise ``ValueError`` when concrete; traced, they give the
         map of weight 1 on one draw (the identity).
-      method: ``"auto"`` (closed form where one exists, else numerical), ``"closed"`` (raise
-        ``ValueError`` when there is none) or ``"numerical"``.
-      num_grid: grid points of the numerical map.
-      order: Gauss-Legendre nodes per quadrature panel of the numerical map.
+      method: ``"auto"`` (closed form where one exists, else ``"fft"``, or ``"quadrature"``
+        for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`), ``"closed"`` (raise
+        ``ValueError`` when there is none), ``"fft"`` (the lattice map of
+        :mod:`latentot.convolution`: a few FFTs per weight vector) or ``"quadrature"`` (the
+        quantile-quadrature map of :class:`TabulatedMap`: about 1000× slower to build, but it
+        resolves tail probabilities down to 1e-20 and heavy tails without truncation; use it as a
+        reference). ``"numerical"`` is the former name of ``"quadrature"``.
+      num_grid: grid points of a numerical map, >= 64 (default: 4096 lattice cells for
+        ``"fft"``, 2048 grid points for ``"quadrature"``).
+      order: Gauss-Legendre nodes per quadrature panel (``"quadrature"`` only).
 
     Returns:
       A :class:`TransportMap`; call it on ``y`` of shape ``[..., d]``.
     """
     _checks.check_prior(prior)
-    if method not in ("auto", "closed", "numerical"):
-        raise ValueError(f"method must be 'auto', 'closed' or 'numerical', got {method!r}")
-    num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=8)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
+    if num_grid is not None:
+        num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=64)
+    cw = _checks.concrete(weights)  # before the conversion, which is traced under jit
     w = _checks.as_float("weights", weights)
     if w.ndim < 1 or w.shape[-1] < 1:
         raise ValueError(f"weights must have shape [..., k] with k >= 1, got {w.shape}")
-    cw = _checks.concrete(w)
     if cw is not None and np.any(np.all(cw == 0, axis=-1)):
         raise ValueError("weights must not all be zero: Σ w_k Z_k is then a point mass")
 
     std, loc, scale = _priors.standardize(prior)
-    standard = None if method == "numerical" else _closed_form(std, w)
+    standard = _closed_form(std, w) if method in ("auto", "closed") else None
     if standard is None:
         if method == "closed":
             raise ValueError(
                 f"no closed-form map for {type(prior).__name__} with {w.shape[-1]} weights; "
-                "use method='auto' or 'numerical'"
+                "use method='auto', 'fft' or 'quadrature'"
             )
-        standard = _tabulate(std, w, num_grid=num_grid, order=order)
+        if method == "auto" and not convolution.light_tailed(std):
+            method = "quadrature"  # heavy tails: the lattice would have to truncate them
+        if method in ("quadrature", "numerical"):
+            standard = _tabulate(std, w, num_grid=num_grid or 2048, order=order)
+        else:
+            standard = _lattice(std, w, cw, num_grid=num_grid or 4096)
     low, high = _priors.support(prior)
     return TransportMap(standard, loc, scale, jnp.sum(w, -1), low, high)
+
+
+_METHODS = ("auto", "closed", "fft", "quadrature", "numerical")
+
+
+def _lattice(std, w, cw, *, num_grid):
+    """The FFT-lattice map of every weight vector of ``w`` ``[..., k]``, as one batched build.
+
+    The law of Σ w_k Z_k depends only on the multiset of the weights, so concrete weight vectors
+    are sorted and each distinct one is built once (a 7 × 7 grid has 10 distinct multisets, a
+    looping spline one per distinct fraction of t); the tables are then gathered back.
+    """
+    batch, k = w.shape[:-1], w.shape[-1]
+    flat = w.reshape(-1, k)
+    if cw is not None and flat.shape[0] > 1:
+        keys = np.sort(cw.reshape(-1, k), axis=-1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        # Pad to a power of two so that batches of similar size share one compilation.
+        m = len(unique)
+        unique = np.concatenate([unique, np.repeat(unique[:1], (1 << (m - 1).bit_length()) - m, 0)])
+        y0, h, A, B = _lattice_build(std, jnp.asarray(unique, w.dtype), num_grid=num_grid)
+        index = jnp.asarray(inverse.reshape(-1))
+        y0, h, A, B = y0[index], h[index], A[index], B[index]
+    else:
+        y0, h, A, B = _lattice_build(std, flat, num_grid=num_grid)
+    return LatticeMap(
+        y0.reshape(batch), h.reshape(batch), A.reshape(*batch, -1), B.reshape(*batch, -1)
+    )
+
+
+def _lattice_build(std, flat, *, num_grid):
+    """``(y0, h, A, B)`` for the weight vectors ``flat`` ``[m, k]``; jitted for pytree priors."""
+    leaves = jax.tree_util.tree_leaves(std)
+    if all(isinstance(x, (jax.Array, np.ndarray, float, int)) for x in leaves):
+        return _lattice_jit(std, flat, kind=type(std), num_grid=num_grid)
+    return _lattice_eager(std, flat, num_grid=num_grid)
+
+
+def _lattice_eager(std, flat, *, num_grid):
+    def one(wk):
+        y0, h, t = convolution.fft_table(std, wk, num_grid=num_grid)
+        y = y0 + h * jnp.arange(num_grid, dtype=t.dtype)
+        return (y0, h, *_segments(y, t))
+
+    return jax.vmap(one)(flat)
+
+
+_lattice_jit = jax.jit(
+    lambda std, flat, *, kind, num_grid: _lattice_eager(std, flat, num_grid=num_grid),
+    static_argnames=("kind", "num_grid"),
+)
 
 
 def _closed_form(std, w):
@@ -323,7 +400,7 @@ def _tabulate_one(std, w, *, num_grid, order):
     m, c, y = grid(1)
     z = y / w1
     t = quantile_map(std, _priors.sf(std, z), std.cdf(z))
-    t = _extrapolate_tails(y, t, jnp.isfinite(t))
+    t = convolution.extrapolate_tails(y, t, jnp.isfinite(t))
     reflection = TabulatedMap(m, c, *_segments(y, t), vmax)
     t = jnp.where(w1 > 0, z, t)
 
@@ -337,7 +414,9 @@ def _tabulate_one(std, w, *, num_grid, order):
         s = _priors.sf(std, x) @ qw
         t_new = quantile_map(std, f, s)
         t_new = jax.lax.cummax(
-            _extrapolate_tails(y, t_new, (jnp.minimum(f, s) > _RESOLVED) & jnp.isfinite(t_new))
+            convolution.extrapolate_tails(
+                y, t_new, (jnp.minimum(f, s) > _RESOLVED) & jnp.isfinite(t_new)
+            )
         )
         # A zero weight adds nothing (the grid is unchanged): keep the previous map exactly, so
         # that e.g. lerp at t = 0 or 1 and the corners of a grid are mapped by the identity.
@@ -347,24 +426,6 @@ def _tabulate_one(std, w, *, num_grid, order):
 
 
 _RESOLVED = 1e-20  # tail probabilities below this are past the quadrature's reach (u >= 1e-30)
-
-
-def _extrapolate_tails(y, t, ok, *, span: int = 8):
-    """Continues T linearly beyond the grid points ``ok`` where the tails are resolved.
-
-    Past them F_Y underflows (or the quadrature has no nodes, or a prior without ``isf`` meets
-    icdf(1) = inf), and F_Z⁻¹ would flatten T or make it infinite; the linear continuation is
-    T's asymptotic shape for the priors here (exact for the stable ones, and the slope 1/max|w|
-    of exponential tails).
-    """
-    n = y.shape[0]
-    lo = jnp.clip(jnp.argmax(ok), 0, n - 1 - span)
-    hi = jnp.clip(n - 1 - jnp.argmax(ok[::-1]), span, n - 1)
-    s_lo = jnp.maximum((t[lo + span] - t[lo]) / (y[lo + span] - y[lo]), 0)
-    s_hi = jnp.maximum((t[hi] - t[hi - span]) / (y[hi] - y[hi - span]), 0)
-    idx = jnp.arange(n)
-    t = jnp.where(idx < lo, t[lo] + s_lo * (y - y[lo]), t)
-    return jnp.where(idx > hi, t[hi] + s_hi * (y - y[hi]), t)
 
 
 def _segments(y, t):

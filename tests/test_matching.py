@@ -170,3 +170,61 @@ def test_cauchy_lerp_is_already_matched():
     p = lo.Cauchy()
     z0, z1 = _draws(p, 2)
     np.testing.assert_allclose(lo.matched_lerp(p, z0, z1, 0.3), lo.lerp(z0, z1, 0.3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("prior", [lo.Uniform(), lo.Laplace(), *USER], ids=name)
+def test_matched_mean_has_the_prior_law(prior):
+    zs = jnp.stack(_draws(prior, 5))
+    mean = lo.matched_mean(prior, zs)
+    assert mean.shape == (N, D)
+    assert _ks(mean, prior) < KS_MAX
+    assert _ks(jnp.mean(zs, 0), prior) > KS_MAX or _raw_keeps_law(prior, [0.2] * 5)
+
+
+def test_matched_mean_gaussian_closed_form():
+    p = lo.Gaussian(1.0, 2.0)
+    zs = jnp.stack(_draws(p, 4))[:, :10]
+    np.testing.assert_allclose(
+        lo.matched_mean(p, zs), 1.0 + (jnp.mean(zs, 0) - 1.0) * 2.0, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(lo.matched_mean(p, zs[:1]), zs[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "prior, convex", [(lo.Laplace(), False), (USER[1], True)], ids=["Laplace-span", "Gumbel-convex"]
+)
+def test_matched_subspace_points_have_the_prior_law(prior, convex):
+    zs = jnp.stack(_draws(prior, 3))
+    rng = jax.random.PRNGKey(5)
+    pts = lo.matched_subspace(rng, prior, zs, 3, convex=convex)
+    assert pts.shape == (3, N, D)
+    for p in pts:
+        assert _ks(p, prior) < KS_MAX
+    # documented coefficients: i.i.d. N(0, 1) (or Dirichlet(1, ..., 1)) from rng, one row per point
+    c = jax.random.dirichlet(rng, jnp.ones(3), (3,)) if convex else jax.random.normal(rng, (3, 3))
+    if convex:
+        assert bool(jnp.all(c >= 0)) and np.allclose(c.sum(-1), 1, atol=1e-6)
+    expected = lo.matched_combine(prior, zs[:, :5], c[1])
+    np.testing.assert_allclose(pts[1, :5], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_grid_is_a_grid_per_batch_entry():
+    p = lo.Logistic()
+    corners = p.sample(jax.random.PRNGKey(4), (4, 3, 16))
+    g = jax.jit(lambda c: lo.matched_grid(p, c, 4))(corners)
+    assert g.shape == (4, 4, 3, 16)
+    for b in range(3):
+        np.testing.assert_allclose(
+            g[:, :, b], lo.matched_grid(p, corners[:, b], 4), rtol=1e-5, atol=1e-5
+        )
+    raw = lo.grid(corners, 4)
+    np.testing.assert_allclose(raw[:, :, 1], lo.grid(corners[:, 1], 4), rtol=1e-6, atol=1e-6)
+
+
+def test_mean_and_subspace_bad_input():
+    with pytest.raises(ValueError, match="zs"):
+        lo.matched_mean(lo.Laplace(), jnp.zeros(3))
+    with pytest.raises(ValueError, match="zs"):
+        jax.jit(lambda: lo.matched_subspace(jax.random.PRNGKey(0), lo.Laplace(), jnp.zeros(3), 2))()
+    with pytest.raises(ValueError, match="num"):
+        lo.matched_subspace(jax.random.PRNGKey(0), lo.Laplace(), jnp.zeros((2, 3)), 0)
