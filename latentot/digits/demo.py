@@ -39,14 +39,17 @@ from latentot import diagnostics, ops
 from latentot._io import save_figure, write_bytes_atomic
 from latentot.digits import experiments, models, scores
 from latentot.digits.budget import Budget
-from latentot.matching import matched_grid, matched_lerp
+from latentot.matching import matched_grid, matched_lerp, matched_spline
+from latentot.splines import spline
 
 __all__ = [
     "FIGURES",
     "claims",
+    "keyframe_path",
     "plot_aeot",
     "plot_digit_panels",
     "plot_interpolations",
+    "plot_keyframe_path",
     "plot_midpoints",
     "run_demo",
 ]
@@ -57,6 +60,7 @@ FIGURES = (
     "aeot.png",
     "interpolation_uniform.png",
     "interpolation_gaussian.png",
+    "keyframe_path_uniform.png",
     "midpoints_uniform.png",
     "mismatch_fig1.png",
     "mismatch_fig2.png",
@@ -172,6 +176,110 @@ _METHOD_LABELS = {"linear": "linear", "slerp": "SLERP", "matched": "matched"}
 def _cell_centres(n: int) -> list[float]:
     cell = models.IMAGE_SHAPE[0] + 1  # _tile's pitch: 8 pixels and a 1-pixel gap
     return [cell * i + (cell - 1) / 2 - 0.5 for i in range(n)]
+
+
+def keyframe_path(
+    rng: jax.Array,
+    prior: Any,
+    *,
+    dim: int,
+    keyframes: int = 6,
+    frames_per_key: int = 8,
+    stats_paths: int = 500,
+) -> dict[str, Any]:
+    """A looping latent video through prior keyframes: raw and matched Catmull-Rom frames.
+
+    The path is ``latentot.spline`` / ``latentot.matched_spline`` with ``closed=True`` through
+    ``keyframes`` prior samples, ``frames_per_key`` frames per segment. The statistics use
+    ``stats_paths`` independent keyframe sets: frame r's KS distance pools all components of
+    all paths at frame r against the prior's CDF, and its norm is the mean ‖z - loc‖ relative
+    to prior samples'.
+
+    Returns:
+        ``{"t": [T], "keyframes": [K, dim], "frames": {"raw": [T, dim], "matched": [T, dim]},
+        "ks": {"raw": [T], "matched": [T]}, "norm": {"raw": [T], "matched": [T]}}`` with
+        T = ``keyframes * frames_per_key``.
+    """
+    k_key, k_stats, k_ref = jax.random.split(rng, 3)
+    t = np.arange(keyframes * frames_per_key, dtype=np.float32) / frames_per_key  # concrete
+
+    def frames(keys):  # keys [K, ..., dim] -> {method: [T, ..., dim]}
+        return {
+            "raw": spline(keys, t, closed=True),
+            "matched": matched_spline(prior, keys, t, closed=True),
+        }
+
+    keys = prior.sample(k_key, (keyframes, dim), jnp.float32)
+    many = prior.sample(k_stats, (keyframes, stats_paths, dim), jnp.float32)
+    stats = frames(many)  # {method: [T, stats_paths, dim]}
+    loc = jnp.asarray(getattr(prior, "loc", 0.0), jnp.float32)
+    ref = prior.sample(k_ref, (stats_paths, dim), jnp.float32)
+    ref_norm = jnp.mean(jnp.linalg.norm(ref - loc, axis=-1))
+    ks = jax.vmap(diagnostics.ks_distance, in_axes=(0, None))
+    return {
+        "t": t,
+        "keyframes": keys,
+        "frames": frames(keys),
+        "ks": {m: np.asarray(ks(v, prior)) for m, v in stats.items()},
+        "norm": {
+            m: np.asarray(jnp.mean(jnp.linalg.norm(v - loc, axis=-1), axis=-1) / ref_norm)
+            for m, v in stats.items()
+        },
+    }
+
+
+def plot_keyframe_path(generator: Any, path: Mapping[str, Any], *, title: str):
+    """Decoded raw and matched frames of :func:`keyframe_path`, and their per-frame mismatch.
+
+    Top: the frames of the loop, a row per method (keyframes framed). Bottom: per-frame KS
+    distance to the prior and mean norm relative to prior samples: the raw spline's mismatch
+    peaks between keyframes, the matched one stays flat. Returns a Figure.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    t = np.asarray(path["t"])
+    methods = list(path["frames"])
+    per_key = round(1 / (t[1] - t[0]))
+    n = min(t.shape[0], 3 * per_key + 1)  # the first three segments, both ends included
+    shown = np.arange(n) % t.shape[0]
+    cell = models.IMAGE_SHAPE[0] + 1
+    decoded = np.concatenate(
+        [np.asarray(generator.decode(path["frames"][m][shown])) for m in methods]
+    )
+
+    fig = Figure(figsize=(12.5, 6.2), layout="constrained")
+    fig.suptitle(title)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[0.8, 1.15])
+    ax = top.subplots()
+    _show(ax, decoded, n)
+    for i in range(0, n, per_key):
+        ax.add_patch(
+            Rectangle(
+                (cell * i - 1, -0.5), cell, cell * len(methods) - 1, fill=False, ec="C3", lw=1.5
+            )
+        )
+    ax.set_yticks(_cell_centres(len(methods)), methods)
+    centres = _cell_centres(n)
+    ticks = range(0, n, per_key // 2)
+    ax.set_xticks([centres[i] for i in ticks], [f"{t[shown[i]]:g}" for i in ticks])
+    ax.set_xlabel(f"t (first 3 of {t.shape[0] // per_key} segments; keyframes framed)", fontsize=9)
+    ax.tick_params(length=0, labelsize=9)
+
+    ks_ax, norm_ax = bottom.subplots(1, 2)
+    for i, m in enumerate(methods):
+        ks_ax.plot(t, path["ks"][m], marker=".", color=f"C{i}", label=m)
+        norm_ax.plot(t, path["norm"][m], marker=".", color=f"C{i}", label=m)
+    for a in (ks_ax, norm_ax):
+        for k in np.arange(0, t[-1] + 1):
+            a.axvline(k, color="0.85", lw=0.8, zorder=0)
+        a.set_xlabel("t (the loop is periodic)")
+        a.legend(fontsize=9)
+    ks_ax.set_ylabel("KS distance of the components to the prior")
+    ks_ax.set_ylim(bottom=0)
+    norm_ax.axhline(1.0, color="0.3", ls="--", lw=0.8)
+    norm_ax.set_ylabel("mean latent norm / prior samples'")
+    return fig
 
 
 def plot_interpolations(generator: Any, latents: Mapping[str, Any], *, title: str):
@@ -533,7 +641,7 @@ def run_demo(
 
 
 def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, say) -> list[str]:
-    k_samples, k_aeot, k_uni, k_gauss, k_f1, k_f2, k_mid = jax.random.split(rng, 7)
+    k_samples, k_aeot, k_uni, k_gauss, k_f1, k_f2, k_mid, k_path = jax.random.split(rng, 8)
     keys = jax.random.split(k_samples, 6)
     n = 64
     ae = liu_models.autoencoder
@@ -565,6 +673,13 @@ def _write_figures(out_dir, rng, split, liu_models, agu_models, *, budget, say) 
         gen, title = gens[pname], f"WGAN-GP, {pname} prior"
         save(fname, lambda g=gen, lat=lat, title=title: plot_interpolations(g, lat, title=title))
     uniform = experiments._table_priors()["uniform"]
+    path = keyframe_path(k_path, uniform, dim=budget.gan_latent_dim)
+    save(
+        "keyframe_path_uniform.png",
+        lambda: plot_keyframe_path(
+            gens["uniform"], path, title="WGAN-GP, uniform prior: a looping keyframe path"
+        ),
+    )
     save("midpoints_uniform.png", lambda: plot_midpoints(gens["uniform"], uniform, k_mid))
     n_fig = budget.figure_samples
     save(
