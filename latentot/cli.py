@@ -401,7 +401,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             log=beat.say,
             command=args.command_line,
         )
-    for name in ("liu", "agustsson"):
+    for name in ("liu", "liu_wide", "agustsson"):
         print(report["tables"][name]["title"])
         for row, values in report["tables"][name]["rows"].items():
             m, s = values["mean"], values["std"]

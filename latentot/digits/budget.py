@@ -28,6 +28,8 @@ class Budget:
             defaults).
         aeot_batch_size: AE-OT batch LP size.
         latent_dim: latent dimension of the autoencoder and of the VAE.
+        wide_latent_dim: latent dimension of the second Liu table (a wider autoencoder
+            latent, where minibatch AE-OT used to fail).
         gan_latent_dim: latent dimension of the two WGAN-GP generators.
         n_samples: images per scored batch (every row of a table uses the same size).
         mismatch_samples: latent samples per mismatch statistic of the demo's report.
@@ -44,6 +46,7 @@ class Budget:
     aeot_steps: int = 2000
     aeot_batch_size: int = 256
     latent_dim: int = 8
+    wide_latent_dim: int = 32
     gan_latent_dim: int = 32
     n_samples: int = 300
     mismatch_samples: int = 20_000

@@ -187,20 +187,23 @@ def train_liu_models(
     split: models.DigitsSplit,
     *,
     budget: Budget,
+    latent_dim: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> LiuModels:
     """Trains the autoencoder, the VAE, the Gaussian fit and AE-OT of one seed.
 
+    ``latent_dim`` (default ``budget.latent_dim``) is that of the autoencoder and the VAE.
     ``log``, if given, is called with one line before each model.
     """
     say = log or _silent
+    latent_dim = budget.latent_dim if latent_dim is None else latent_dim
     ae_rng, vae_rng, ot_rng = jax.random.split(rng, 3)
     say(f"autoencoder ({budget.autoencoder_steps} steps)")
     ae, _ = models.train_autoencoder(
         ae_rng,
         split.train_x,
-        latent_dim=budget.latent_dim,
+        latent_dim=latent_dim,
         steps=budget.autoencoder_steps,
         progress=progress,
     )
@@ -208,7 +211,7 @@ def train_liu_models(
     vae, _ = models.train_vae(
         vae_rng,
         split.train_x,
-        latent_dim=budget.latent_dim,
+        latent_dim=latent_dim,
         steps=budget.vae_steps,
         progress=progress,
     )
@@ -231,6 +234,7 @@ def liu_table(
     *,
     seeds: int = 3,
     budget: Budget | None = None,
+    latent_dim: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[Table, LiuModels]:
@@ -247,6 +251,8 @@ def liu_table(
         scorer: the scorer (fitted on the same split).
         seeds: number of seeds.
         budget: model sizes and steps (default :class:`Budget`).
+        latent_dim: latent dimension of the autoencoder and the VAE (default
+            ``budget.latent_dim``).
         progress: show progress bars.
         log: called with one line before each model and each scoring (e.g. ``print``).
 
@@ -254,6 +260,7 @@ def liu_table(
         ``(table, models of the first seed)``.
     """
     budget = Budget() if budget is None else budget
+    latent_dim = budget.latent_dim if latent_dim is None else latent_dim
     seeds = _check_seeds(seeds)
     holdout = _holdout(split, budget.n_samples)
     rows: dict[str, list[scores.Scores]] = {REFERENCE_ROW: []}
@@ -262,8 +269,10 @@ def liu_table(
     for seed in _seed_range(seeds, progress, "Liu table"):
         key = jax.random.fold_in(rng, seed)
         train_key, sample_key = jax.random.split(key)
-        say = _prefixed(log, f"Liu table, seed {seed + 1}/{seeds}: ")
-        liu = train_liu_models(train_key, split, budget=budget, progress=progress, log=say)
+        say = _prefixed(log, f"Liu table (d = {latent_dim}), seed {seed + 1}/{seeds}: ")
+        liu = train_liu_models(
+            train_key, split, budget=budget, latent_dim=latent_dim, progress=progress, log=say
+        )
         say(f"scoring {budget.n_samples} images per row")
         if first is None:
             first = liu
@@ -274,9 +283,15 @@ def liu_table(
         for k, (name, gen) in zip(keys, gens.items(), strict=True):
             rows.setdefault(name, []).append(scorer.score(gen(k, budget.n_samples)))
     table = Table(
-        title="Liu et al. Table 1 analogue: sampling the latent space of an autoencoder",
+        title="Liu et al. Table 1 analogue: sampling the latent space of an autoencoder"
+        f" (latent dimension {latent_dim})",
         rows={k: tuple(v) for k, v in rows.items()},
-        settings={"seeds": seeds, "budget": budget.as_dict(), **_aeot_settings()},
+        settings={
+            "seeds": seeds,
+            "latent_dim": latent_dim,
+            "budget": budget.as_dict(),
+            **_aeot_settings(),
+        },
     )
     return table, first
 
