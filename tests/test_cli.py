@@ -435,8 +435,10 @@ def test_demo_fast_end_to_end(tmp_path):
     assert report["settings"]["fast"] is True and report["settings"]["seeds"] == 1
     assert sorted(report["figures"]) == sorted(demo.FIGURES)
     liu, agu = report["tables"]["liu"], report["tables"]["agustsson"]
-    assert len(liu["rows"]) == 5 and len(agu["rows"]) == 15
-    for table in (liu, agu):
+    wide = report["tables"]["liu_wide"]
+    assert len(liu["rows"]) == 5 and len(wide["rows"]) == 5 and len(agu["rows"]) == 15
+    assert liu["settings"]["latent_dim"] == 8 and wide["settings"]["latent_dim"] == 32
+    for table in (liu, wide, agu):
         ref = table["rows"]["real digits (held out)"]
         # Held-out real digits: the scorer recognises them, all ten classes are there.
         assert ref["mean"]["inception_score"] > 8.0  # 8.64 measured with the fast scorer; max 10
@@ -451,14 +453,16 @@ def test_demo_fast_end_to_end(tmp_path):
         assert 0 <= sum(t[clock] for t in stages.values()) <= total[clock]
     md = (out / "report.md").read_text()
     assert "Liu et al. Table 1 analogue" in md and "Agustsson et al. Table 2 analogue" in md
+    assert "## The same at latent dimension 32" in md
     # The report records the command as typed.
     assert report["command"] == "latentot demo --fast --seeds 1 --out out"
     assert "Command: `latentot demo --fast --seeds 1 --out out`" in md
     # Without a terminal: a timestamped line per model and per figure, on stderr.
     for stage in (
-        "Liu table, seed 1/1: AE-OT",
+        "Liu table (d = 8), seed 1/1: AE-OT",
+        "Liu table (d = 32), seed 1/1: AE-OT",
         "Agustsson table, seed 1/1: WGAN-GP, Gaussian prior",
-        "figures: mismatch_fig1.png (6/8)",
+        "figures: mismatch_fig1.png (7/9)",
         "done in",
     ):
         assert re.search(r"^latentot: \[[0-9:]+( s)?\] " + re.escape(stage), proc.stderr, re.M), (
