@@ -31,7 +31,9 @@ def _safe_norm(v: jax.Array) -> jax.Array:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, jnp.ones_like(sq))), jnp.zeros_like(sq))
 
 
-def regression_loss(model, x: jax.Array, phi, target: jax.Array, *, lam, penalty: str):
+def regression_loss(
+    model, x: jax.Array, phi, target: jax.Array, *, lam, penalty: str, scale: float = 1.0
+):
     """The loss and its parts.
 
     Args:
@@ -41,6 +43,10 @@ def regression_loss(model, x: jax.Array, phi, target: jax.Array, *, lam, penalty
       target: displacement targets t_i ``[m, d]``.
       lam: weight λ of the gradient penalty.
       penalty: ``"vector"``, ``"vector_l1"`` or ``"norm"``.
+      scale: a length scale of the codes (their spread); the loss is made scale-free by
+        dividing each term by the matching power of it (value terms by scale⁴, squared
+        penalties by scale², ``"vector_l1"`` by scale), so that the optimiser sees gradients of
+        the same size for codes of any scale (Adam's ε would otherwise stall training at 1e-6).
 
     Returns:
       ``(loss, aux)`` with ``aux`` a dict of the value and penalty terms and the relative map
@@ -54,17 +60,20 @@ def regression_loss(model, x: jax.Array, phi, target: jax.Array, *, lam, penalty
     value = jnp.zeros((), d.dtype) if phi is None else jnp.mean((d - phi.astype(d.dtype)) ** 2)
     target = target.astype(g.dtype)
     err = jnp.sum((g - target) ** 2, axis=-1)
-    scale = jnp.mean(jnp.sum(target**2, axis=-1))
+    scale2 = jnp.mean(jnp.sum(target**2, axis=-1))
     tiny = jnp.asarray(1e-30, g.dtype)
     if penalty == "vector":
         pen = jnp.mean(err)
     elif penalty == "norm":
         pen = jnp.mean((_safe_norm(g) - _safe_norm(target)) ** 2)
     elif penalty == "vector_l1":
-        delta = jax.lax.stop_gradient(1e-3 * jnp.sqrt(scale + tiny))
+        delta = jax.lax.stop_gradient(1e-3 * jnp.sqrt(scale2 + tiny))
         pen = jnp.mean(jnp.sqrt(err + delta**2) - delta)
     else:
         raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-    map_error = jnp.mean(err) / jnp.maximum(scale, tiny)
+    map_error = jnp.mean(err) / jnp.maximum(scale2, tiny)
+    s = jnp.asarray(scale, d.dtype)
+    value = value / s**4
+    pen = pen / (s if penalty == "vector_l1" else s * s)
     loss = value + jnp.asarray(lam, d.dtype) * pen
     return loss, {"value_loss": value, "penalty_loss": pen, "map_error": map_error}

@@ -82,6 +82,10 @@ class Potential(nnx.Module):
         2 of 16 heads took 97% of the noise.)
       output_scale: D is ``output_scale ×`` the network output; :func:`~latentot.aeot.fit` sets
         it to the spread of the codes, so the parameters stay O(1) whatever the code scale.
+      curvature: give every head a learnable isotropic quadratic ``½ γ_k ‖x‖²`` (γ_k starts at
+        0), so that each cell of the maximum can rescale its noise: the map on cell k is
+        ``(A + γ_k I) x + …``. On clustered codes the Bures base stretches every cell to the
+        codes' overall spread, and γ_k lets a cell shrink back to its cluster's.
       base: add the fixed quadratic ``½ xᵀ (A − I) x + bᵀ x`` (see the module docstring); ``A``
         starts as the identity and ``b`` as 0, set them with :meth:`set_base`.
       rngs: ``nnx.Rngs`` or an integer seed for the initialisation.
@@ -99,6 +103,7 @@ class Potential(nnx.Module):
         temperature: float = 0.0,
         skip: bool = True,
         head_spread: float = 1.0,
+        curvature: bool = False,
         output_scale: float = 1.0,
         base: bool = False,
         rngs: nnx.Rngs | int = 0,
@@ -125,6 +130,7 @@ class Potential(nnx.Module):
         self.temperature = float(temperature)
         self.skip = bool(skip)
         self.head_spread = float(head_spread)
+        self.curvature = bool(curvature)
         self.output_scale = float(output_scale)
         self.param_dtype = jnp.dtype(param_dtype).name
         self.base = bool(base)
@@ -144,6 +150,9 @@ class Potential(nnx.Module):
             if skip
             else None
         )
+        self.head_curvature = (
+            nnx.Param(jnp.zeros((heads,), param_dtype)) if self.curvature else None
+        )
         if skip and heads > 1:
             u = jax.random.normal(rngs.params(), (dim, heads), param_dtype)
             u = u / jnp.linalg.norm(u, axis=0, keepdims=True)
@@ -162,6 +171,7 @@ class Potential(nnx.Module):
             "temperature": self.temperature,
             "skip": self.skip,
             "head_spread": self.head_spread,
+            "curvature": self.curvature,
             "output_scale": self.output_scale,
             "base": self.base,
             "param_dtype": self.param_dtype,
@@ -203,6 +213,11 @@ class Potential(nnx.Module):
         f = self.out(h)
         if self.linear is not None:
             f = f + self.linear(x.astype(f.dtype))
+        if self.curvature:
+            sq = 0.5 * jnp.sum(x.astype(f.dtype) ** 2, axis=-1, keepdims=True)
+            # ×4: Adam moves a parameter by about the learning rate per step, and a cell may
+            # need to undo most of the base's stretch (γ_k · output_scale ≈ 1 − ‖A‖).
+            f = f + sq * (4.0 * self.head_curvature[...])
         if self.heads == 1:
             d = f[..., 0]
         elif self.temperature == 0.0:

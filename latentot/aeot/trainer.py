@@ -82,6 +82,9 @@ class Trainer:
       batch_size: LP size m (noise and codes per step, per device with a mesh).
       lam: weight λ of the gradient penalty (see :mod:`latentot.aeot.losses`).
       penalty: ``"vector"``, ``"vector_l1"`` or ``"norm"``.
+      scale: length scale of the codes that makes the loss scale-free (see
+        :func:`~latentot.aeot.losses.regression_loss`); :func:`~latentot.aeot.fit` passes the
+        codes' spread.
       axes: mesh axis names when the step runs per device inside ``shard_map`` (gradients and
         statistics are then averaged over them), else ``None``.
     """
@@ -93,6 +96,7 @@ class Trainer:
     batch_size: int = 512
     lam: float = 1.0
     penalty: str = "vector"
+    scale: float = 1.0
     axes: tuple[str, ...] | None = None
 
     def __post_init__(self):
@@ -154,7 +158,9 @@ class Trainer:
 
         def loss_fn(params):
             m_ = nnx.merge(self.graphdef, params, state.rest)
-            return regression_loss(m_, x, phi, target, lam=self.lam, penalty=self.penalty)
+            return regression_loss(
+                m_, x, phi, target, lam=self.lam, penalty=self.penalty, scale=self.scale
+            )
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         stats = {"loss": loss, **aux, **stats}
