@@ -503,18 +503,11 @@ def _load_training(path, settings: dict, config: dict | None, state: TrainState)
     if diff:
         details = ", ".join(f"{k}: {stored.get(k)!r} vs {settings[k]!r}" for k in diff)
         raise ValueError(f"resume_from: settings differ from the checkpoint ({details})")
-    prior_meta, prior_arrays = _prior_record(state.prior)
-    same_prior = (
-        meta.get("prior") == prior_meta["prior"]
-        and meta.get("prior_repr") == (prior_meta["prior_repr"])
-    )
-    same_prior = same_prior and all(
-        k in arrays and np.array_equal(arrays[k], v) for k, v in prior_arrays.items()
-    )
-    if not same_prior:
+    prior_meta, _ = _prior_record(state.prior)
+    stored_sig, sig = meta.get("prior_signature"), prior_meta["prior_signature"]
+    if stored_sig != sig:
         raise ValueError(
-            f"resume_from: the prior differs from the checkpoint's "
-            f"({meta.get('prior_repr')} vs {prior_meta['prior_repr']})"
+            f"resume_from: the prior differs from the checkpoint's ({stored_sig} vs {sig})"
         )
     stored_config = meta.get("potential")
     if (stored_config is None) != (config is None) or (

@@ -231,10 +231,10 @@ def test_user_module_is_trained_as_given():
     sampler = aeot.fit(
         jax.random.key(0),
         _codes(512),
-        steps=200,
+        steps=150,
         batch_size=128,
         potential=module,
-        learning_rate=1e-2,
+        optimizer=optax.adam(0.05),
     )
     assert isinstance(sampler.model, _Quadratic)
     assert sampler.potential_config is None
@@ -283,3 +283,24 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
         aeot.fit(
             jax.random.key(3), codes, resume_from=written[0], prior=Gaussian(scale=2.0), **kwargs
         )
+
+
+def test_constant_column_and_scale_invariance():
+    """Issue 8 "Bad input": a constant column stays (nearly) constant, and training is
+    scale-invariant: codes × 1e-6 and × 1e6 give the same pushed law × 1e-6 and × 1e6 (the
+    trajectories are not bit-equal: rounding changes a few LP assignments)."""
+    codes = np.array(_codes(128, d=3, shift=(3.0, -2.0, 0.0)))
+    codes[:, 2] = 5.0
+    kw = {"steps": 20, "batch_size": 64, "potential": SMALL, "log_every": 20}
+    base = aeot.fit(jax.random.key(0), codes, **kw)
+    z = jax.random.normal(jax.random.key(1), (256, 3))
+    t = np.asarray(base.transport(z))
+    assert np.all(np.isfinite(t))
+    assert np.std(t[:, 2]) < 0.05 * np.std(t[:, :2])
+    np.testing.assert_allclose(np.mean(t[:, 2]), 5.0, atol=0.1)
+    for factor in (1e-6, 1e6):
+        scaled = aeot.fit(jax.random.key(0), factor * codes, **kw)
+        ts = np.asarray(scaled.transport(z)) / factor
+        assert np.all(np.isfinite(ts)), factor
+        np.testing.assert_allclose(ts.mean(0), t.mean(0), atol=0.05 * np.std(t[:, :2]))
+        np.testing.assert_allclose(ts[:, :2].std(0), t[:, :2].std(0), rtol=0.1)
