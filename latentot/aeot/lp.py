@@ -400,7 +400,7 @@ def _check_points(x, y) -> tuple[jax.Array, jax.Array]:
     for name, z in (("x", x_host), ("y", y_host)):
         if isinstance(z, np.ndarray) and not np.all(np.isfinite(z)):
             raise ValueError(f"{name} must be finite, it holds NaN or inf")
-    dtype = jnp.promote_types(x.dtype, y.dtype)  # an explicit cast, fine under strict promotion
+    dtype = np.promote_types(x.dtype, y.dtype)  # an explicit cast (NumPy rule)
     return x.astype(dtype), y.astype(dtype)
 
 
