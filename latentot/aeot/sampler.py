@@ -29,6 +29,8 @@ class Sampler:
       history: training history (a dict of NumPy arrays indexed by step), or ``None``. It is not
         part of the pytree and is dropped by ``jax.tree_util`` round trips.
       graphdef: the module's ``nnx.GraphDef``; by default rebuilt from ``potential_config``.
+      dim: the latent dimension d; by default ``potential_config["dim"]`` or the module's
+        ``dim`` attribute (needed by :meth:`sample` for a user module without either).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Sampler:
         history=None,
         *,
         graphdef=None,
+        dim: int | None = None,
     ):
         self.params = params
         self.prior = prior
@@ -49,28 +52,35 @@ class Sampler:
                 raise ValueError("Sampler needs potential_config or graphdef")
             graphdef = nnx.graphdef(nnx.eval_shape(lambda: Potential(**potential_config)))
         self.graphdef = graphdef
+        self._dim = None if dim is None else int(dim)
 
     @classmethod
-    def from_potential(cls, potential: nnx.Module, prior: Any, history=None) -> Sampler:
+    def from_potential(
+        cls, potential: nnx.Module, prior: Any, history=None, *, dim: int | None = None
+    ) -> Sampler:
         """A sampler from an NNX potential module (its current state) and a prior."""
         graphdef, state = nnx.split(potential)
-        return cls(state, prior, getattr(potential, "config", None), history, graphdef=graphdef)
+        config = getattr(potential, "config", None)
+        return cls(state, prior, config, history, graphdef=graphdef, dim=dim)
 
     # -- pytree ---------------------------------------------------------------------------------
     def tree_flatten(self):
         config = None if self.potential_config is None else tuple(self.potential_config.items())
-        return (self.params, self.prior), (self.graphdef, config)
+        return (self.params, self.prior), (self.graphdef, config, self._dim)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        graphdef, config = aux
+        graphdef, config, dim = aux
         params, prior = children
-        return cls(params, prior, None if config is None else dict(config), graphdef=graphdef)
+        config = None if config is None else dict(config)
+        return cls(params, prior, config, graphdef=graphdef, dim=dim)
 
     # -- evaluation -----------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         """Latent dimension d."""
+        if self._dim is not None:
+            return self._dim
         if self.potential_config is not None:
             return int(self.potential_config["dim"])
         return int(self.model.dim)

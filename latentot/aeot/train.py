@@ -273,7 +273,7 @@ def fit(
 
     def snapshot(state, hist_lists):
         hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
-        return trainer.sampler(state, history=hist)
+        return trainer.sampler(state, history=hist, dim=dim)
 
     # ---- loop -------------------------------------------------------------------------------
     hist_lists: dict[str, list] = {k: [np.asarray(v)] for k, v in history.items()}

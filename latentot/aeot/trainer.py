@@ -121,9 +121,10 @@ class Trainer:
         """The potential with the state's variables."""
         return nnx.merge(self.graphdef, state.params, state.rest)
 
-    def sampler(self, state: TrainState, history=None) -> Sampler:
-        """The :class:`~latentot.aeot.Sampler` of a state."""
-        return Sampler.from_potential(self.model(state), state.prior, history)
+    def sampler(self, state: TrainState, history=None, *, dim: int | None = None) -> Sampler:
+        """The :class:`~latentot.aeot.Sampler` of a state (``dim``: the latent dimension, for a
+        user module that does not say)."""
+        return Sampler.from_potential(self.model(state), state.prior, history, dim=dim)
 
     def step(self, state: TrainState, codes: jax.Array) -> tuple[TrainState, dict]:
         """One training step on ``codes`` [N, d] (the local shard with a mesh).

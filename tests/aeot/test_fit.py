@@ -241,6 +241,9 @@ def test_user_module_is_trained_as_given():
     np.testing.assert_allclose(sampler.model.shift[...], [3.0, -2.0], atol=0.3)
     out = jax.jit(lambda s, z: s.transport(z))(sampler, jnp.zeros((1, 2)))
     np.testing.assert_allclose(out[0], sampler.model.shift[...], atol=1e-5)
+    assert sampler.sample(jax.random.key(1), 5).shape == (5, 2)
+    with pytest.raises(ValueError, match="config"):
+        aeot.save("unused.aeot", sampler)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
