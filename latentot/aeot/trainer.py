@@ -106,8 +106,10 @@ class Trainer:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
 
     def init(self, rng: jax.Array, potential: nnx.Module, prior: Any) -> TrainState:
-        """The state before step 0: the module's current variables and a fresh optimiser."""
+        """The state before step 0: copies of the module's current variables (the module itself
+        is left untouched, also when a jitted loop donates the state) and a fresh optimiser."""
         _, params, rest = nnx.split(potential, nnx.Param, ...)
+        params, rest = jax.tree_util.tree_map(jnp.copy, (params, rest))
         return TrainState(
             params=params,
             rest=rest,
