@@ -238,6 +238,7 @@ def test_user_module_is_trained_as_given():
     )
     assert isinstance(sampler.model, _Quadratic)
     assert sampler.potential_config is None
+    np.testing.assert_array_equal(module.shift[...], np.zeros(2))  # the given module is intact
     np.testing.assert_allclose(sampler.model.shift[...], [3.0, -2.0], atol=0.3)
     out = jax.jit(lambda s, z: s.transport(z))(sampler, jnp.zeros((1, 2)))
     np.testing.assert_allclose(out[0], sampler.model.shift[...], atol=1e-5)
