@@ -17,10 +17,10 @@ Methods, all in the same process on the same codes:
 * ``identity`` — x ↦ x;
 * ``linear`` — the Bures map fitted to the codes' mean and covariance
   (:func:`latentot.aeot.bures_map`);
-* ``ott-sd-hard`` / ``ott-sd-entropic`` — ott-jax ``SemidiscreteSolver`` (ε = 0, Adam, 500
-  iterations of 512 noise points against all codes: each iteration costs 512 × N distances) on the codes; the hard map sends x to the code of its
-  Laguerre cell, the entropic map is the softmax average of the codes over the learnt potential
-  with ε tuned *on the test points* (an optimistic choice for the peer).
+* ``ott-sd-hard`` / ``ott-sd-entropic`` — ott-jax ``SemidiscreteSolver`` on the codes (ε = 0,
+  Adam, 500 iterations of 512 noise points against all N codes); the hard map sends x to the
+  code of its Laguerre cell, the entropic map is the softmax average of the codes over the
+  learnt potential with ε tuned *on the test points* (an optimistic choice for the peer).
 
 Run: ``python benchmarks/aeot_known_maps.py [--dims 2,16,64,128] [--pairs gaussian,clusters,mixture]
 [--methods ...] [--codes 20000]``.
