@@ -1,7 +1,8 @@
 """Time per AE-OT training step: the jitted on-device step vs a host-LP reference loop.
 
-Ours: :func:`latentot.aeot.fit`'s jitted chunk runner (noise, code batch, batch LP with
-:func:`latentot.aeot.solve_batch`, regression update; one host sync per chunk).
+Ours: :meth:`latentot.aeot.Trainer.step` (``method="minibatch"``: noise, code batch, batch LP
+with :func:`latentot.aeot.solve_batch`, regression update) in one jitted loop, as
+:func:`latentot.aeot.fit` runs a chunk (one host sync per chunk).
 
 Reference: per step, the LP is solved on the host (scipy ``linear_sum_assignment`` for σ, then
 the noise-side dual H by Bellman-Ford relaxation in NumPy over the tight constraints, which is
@@ -14,17 +15,19 @@ Run: ``python benchmarks/aeot_train.py [--steps N] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from scipy.optimize import linear_sum_assignment
 
 from latentot import Gaussian, aeot
-from latentot.aeot import train as train_mod
-from latentot.aeot.sampler import _graphdef, init_params
+from latentot._promotion import third_party_promotion
+from latentot.aeot.losses import regression_loss
 
 
 def host_lp(x: np.ndarray, y: np.ndarray):
@@ -55,56 +58,51 @@ def make_codes(d: int, n: int) -> jax.Array:
 def bench(d: int, m: int, steps: int) -> tuple[float, float]:
     codes = make_codes(d, 8 * m)
     spread = float(np.sqrt(np.mean(np.var(np.asarray(codes), axis=0))))
-    pconfig = aeot.Potential(d, output_scale=spread).config
-    cfg = train_mod.TrainConfig(
-        steps=steps,
+    potential = aeot.Potential(d, output_scale=spread)
+    optimizer = aeot.default_optimizer(1e-3, steps)
+    trainer = aeot.Trainer(
+        graphdef=nnx.graphdef(potential),
+        optimizer=optimizer,
+        lp=aeot.BatchLPSolver(),
+        method="minibatch",
         batch_size=m,
-        learning_rate=1e-3,
-        lam=1.0,
         penalty="vector",
-        schedule="cosine",
-        final_lr_fraction=0.01,
-        lp_kwargs=(),
     )
-    optimizer, _ = train_mod._make_optimizer(cfg)
-    graphdef = _graphdef(tuple(sorted(pconfig.items())))
-    params = init_params(pconfig, 0)
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = optimizer.init(params)
+    state0 = trainer.init(jax.random.key(0), potential, Gaussian())
 
-    # Ours: the jitted chunk runner of fit.
-    run = train_mod._make_chunk_runner(graphdef, Gaussian(), cfg, aeot.solve_batch, steps)
-    key = jax.random.key(0)
-    p, o = jax.tree_util.tree_map(jnp.copy, (params, opt_state))
-    p, o, _, stats = run(p, o, jnp.int32(0), jnp.int32(2), codes, key)  # compile
-    jax.block_until_ready(stats)
+    # Ours: the trainer's step, n steps in one jitted fori_loop (fit's chunk).
+    @functools.partial(jax.jit, static_argnums=2)
+    def run(state, codes, n):
+        return jax.lax.fori_loop(0, n, lambda i, s: trainer.step(s, codes)[0], state)
+
+    jax.block_until_ready(run(state0, codes, steps))  # compile
     t = time.perf_counter()
-    p, o, _, stats = run(p, o, jnp.int32(2), jnp.int32(steps), codes, key)
-    jax.block_until_ready(stats)
+    jax.block_until_ready(run(state0, codes, steps))
     ours = (time.perf_counter() - t) / steps
 
     # Reference: host LP + the same jitted regression step.
+    graphdef = trainer.graphdef
+
     @jax.jit
-    def update(params, opt_state, x, phi, target):
+    def update(params, rest, opt_state, x, phi, target):
         def loss(p):
-            return train_mod.regression_loss(
-                nnx.merge(graphdef, p), x, phi, target, lam=1.0, penalty="vector"
-            )[0]
+            model = nnx.merge(graphdef, p, rest)
+            return regression_loss(model, x, phi, target, lam=1.0, penalty="vector")[0]
 
         value, grads = jax.value_and_grad(loss)(params)
-        with jax.numpy_dtype_promotion("standard"):
+        with third_party_promotion():
             updates, opt_state = optimizer.update(grads, opt_state, params)
-        return jax.tree_util.tree_map(jnp.add, params, updates), opt_state, value
+        return optax.apply_updates(params, updates), opt_state, value
 
     rng = np.random.default_rng(0)
     codes_np = np.asarray(codes)
-    p, o = jax.tree_util.tree_map(jnp.copy, (params, opt_state))
+    p, r, o = state0.params, state0.rest, state0.opt_state
 
     def ref_step(p, o):
         x = rng.standard_normal((m, d)).astype(np.float32)
         y = codes_np[rng.choice(len(codes_np), m, replace=False)]
         phi, sigma = host_lp(x, y)
-        p, o, value = update(p, o, x, phi, y[sigma] - x)
+        p, o, value = update(p, r, o, x, phi, y[sigma] - x)
         float(value)  # the per-step host sync of a plain training loop
         return p, o
 

@@ -39,7 +39,6 @@ def _worker_fit(args) -> dict:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "log_every": args.steps,
-        "progress": False,
     }
     t = time.perf_counter()
     first = aeot.fit(jax.random.key(0), codes, mesh=mesh, **kw)

@@ -1,17 +1,23 @@
 """AE-OT (Liu et al.): the batch LP, a potential network and the latent sampler z + ∇D(z)."""
 
+from latentot.aeot.bures import bures_map
 from latentot.aeot.checkpoint import load, save
 from latentot.aeot.datasets import eight_gaussians, eight_gaussians_report, w2_exact
-from latentot.aeot.lp import BatchLP, solve_batch
+from latentot.aeot.lp import BatchLP, BatchLPSolver, solve_batch
 from latentot.aeot.potential import Potential
 from latentot.aeot.sampler import Sampler
 from latentot.aeot.train import TrainingDivergedError, fit
+from latentot.aeot.trainer import Trainer, TrainState, default_optimizer
 
-__all__ = ["BatchLP", "solve_batch"]
+__all__ = ["BatchLP", "BatchLPSolver", "solve_batch"]
 __all__ += [
     "Potential",
     "Sampler",
+    "TrainState",
+    "Trainer",
     "TrainingDivergedError",
+    "bures_map",
+    "default_optimizer",
     "eight_gaussians",
     "eight_gaussians_report",
     "fit",

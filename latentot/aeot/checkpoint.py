@@ -191,7 +191,16 @@ def save(path, sampler) -> None:
 
     The write is atomic (temporary file, ``fsync``, ``os.replace``). Priors from
     :mod:`latentot.priors` are stored; any other prior must be passed again to :func:`load`.
+
+    Raises:
+      ValueError: the sampler's potential is a user module without a ``config`` (it cannot be
+        rebuilt on load; save its state with Flax's own serialization instead).
     """
+    if sampler.potential_config is None:
+        raise ValueError(
+            "save: the sampler's potential is a user module without a config; only "
+            "latentot.aeot.Potential samplers can be saved"
+        )
     prior_meta, prior_arrays = prior_to_meta(sampler.prior)
     meta = {"potential": sampler.potential_config, "prior": prior_meta}
     arrays = tree_to_arrays("params", sampler.params) | prior_arrays

@@ -25,31 +25,9 @@ Method (:func:`solve_batch`)
    the shortest augmenting path of almost every row ends at its first column, so the Hungarian
    step costs about O(m²) instead of O(m³).
 
-Why this combination (measured on the shared, heavily loaded 2-core CPU in float32; wall times
-are noisy, iteration counts and gaps are not; re-run ``benchmarks/aeot_lp.py``). Gaps are the
-certified (optimum - dual) / optimum; problems are ``x ~ N(0, I)`` against either
-``y ~ N(0.5, 0.49 I)`` or the benchmark's 8-cluster codes:
-
-* Hungarian alone (cold, on ``C``) is exact but slow: 0.51 s at m = 1024, d = 100, against
-  0.015 s on the reduced costs of step 3 (0.42 s at m = 4096, where scipy's
-  ``linear_sum_assignment`` takes 5.9 s).
-* Sinkhorn alone has no exact permutation, and its raw potentials are entropic: their dual
-  objective sits 1e-2 of the cost below the optimum at ε = 1e-3 × mean cost. The c-transform
-  repair brings that to 3e-5-2e-4. Seeding the repair from phi instead, or repeating it, changes
-  nothing measurable.
-* The ε schedule does most of the work. Iterations to threshold 3e-2 at m = 1024, 8-cluster
-  codes, d = 2 / 16 / 100 (gap in brackets): schedule 100 ε, decay 0.85, momentum 1.5 (the
-  default): 80 / 40 / 40 (2e-4 / 9e-5 / 5e-5); no schedule: 420 / 80 / 50; no momentum:
-  470 / 50 / 40 (gap up to 6e-4); Anderson (memory 5) with the schedule: 30 / 30 / 30 (2e-4 /
-  2e-4 / 8e-5), each iteration slightly dearer, so about 10-20% less wall time at d >= 16 and a
-  2x larger gap. Momentum stays the default for the tighter duals; Anderson is one keyword away.
-  Momentum 1.8 diverged at d = 16 (the output then reports ``converged = False``; the repair
-  restarts from psi = 0 so the assignment stays exact and the potentials feasible).
-* Threshold 1e-2 instead of 3e-2 costs 130 / 60 / 50 iterations for a 1.5x smaller gap.
-* ε = 1e-2 × mean cost leaves a gap of 1e-3 of the cost (3e-3 of the OT gain) and slows the
-  Hungarian step 4x (worse warm start); ε = 3e-4 needed 1090 iterations at d = 2.
-* ``PointCloud`` geometry recomputes the [m, m] cost inside every Sinkhorn iteration; at
-  m = 1024, d = 100 it was ~20% slower than the stored cost matrix, which steps 3-4 need anyway.
+The measurements behind the defaults (ε schedule, momentum vs Anderson, thresholds, cost
+matrix vs point cloud, Hungarian on reduced costs) are in ``benchmarks/README.md``
+(``benchmarks/aeot_lp.py``).
 
 The solver is not differentiable: inputs pass through ``jax.lax.stop_gradient`` and the results
 are constants (AE-OT uses them as regression targets).
@@ -76,8 +54,9 @@ with warnings.catch_warnings():
     from ott.tools import unreg
 
 from latentot import _checks
+from latentot._promotion import third_party_promotion
 
-__all__ = ["BatchLP", "solve_batch"]
+__all__ = ["BatchLP", "BatchLPSolver", "solve_batch"]
 
 
 @jax.tree_util.register_dataclass
@@ -117,6 +96,43 @@ class BatchLP:
     iterations: jax.Array
     epsilon: jax.Array
     mean_cost: jax.Array
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchLPSolver:
+    """:func:`solve_batch` with its settings: the LP solver argument of
+    :func:`~latentot.aeot.fit` (``lp=BatchLPSolver(epsilon=1e-4)``).
+
+    Frozen and hashable (a static pytree), so equal settings share one compilation. The fields
+    are the keyword arguments of :func:`solve_batch`, with the same defaults and checks.
+    """
+
+    epsilon: float = 1e-3
+    epsilon_init: float = 100.0
+    epsilon_decay: float = 0.85
+    acceleration_method: Literal["momentum", "anderson", "none"] = "momentum"
+    momentum: float = 1.5
+    anderson_memory: int = 5
+    threshold: float = 3e-2
+    max_iterations: int = 2000
+    inner_iterations: int = 10
+
+    def __post_init__(self):
+        _check_hyper(
+            self.epsilon, self.epsilon_init, self.epsilon_decay, self.momentum, self.threshold
+        )
+        for name in ("max_iterations", "inner_iterations", "anderson_memory"):
+            _checks.check_positive_int(name, getattr(self, name))
+        if self.acceleration_method not in ("momentum", "anderson", "none"):
+            raise ValueError(
+                "acceleration_method must be 'momentum', 'anderson' or 'none', "
+                f"got {self.acceleration_method!r}"
+            )
+
+    def __call__(self, x, y) -> BatchLP:
+        """``solve_batch(x, y, **settings)``."""
+        return solve_batch(x, y, **dataclasses.asdict(self))
 
 
 def solve_batch(
@@ -236,7 +252,7 @@ def _solve(
     eps = epsilon * scale
     schedule = epsilon_scheduler.Epsilon(target=eps, init=epsilon_init, decay=epsilon_decay)
     geom = geometry.Geometry(cost_matrix=cost_matrix, epsilon=schedule)
-    with _third_party_promotion():
+    with third_party_promotion():
         out = solver(linear_problem.LinearProblem(geom))
 
     # A diverged Sinkhorn (e.g. too much momentum) leaves inf/NaN potentials; restarting the
@@ -323,19 +339,10 @@ def exact_assignment(costs: jax.Array) -> jax.Array:
     """
     m = costs.shape[0]
     geom = geometry.Geometry(cost_matrix=costs.astype(jnp.result_type(float)))
-    with _third_party_promotion():
+    with third_party_promotion():
         _, out = unreg.hungarian(geom)
     rows, cols = out.paired_indices[0], out.paired_indices[1]
     return jnp.zeros(m, dtype=cols.dtype).at[rows].set(cols)
-
-
-def _third_party_promotion():
-    """Standard dtype promotion for ott/optax internals (ott mixes int and float arrays).
-
-    The library itself is written for ``jax_numpy_dtype_promotion = "strict"``; every array it
-    hands to ott already has the caller's dtype, so this only relaxes ott's own arithmetic.
-    """
-    return jax.numpy_dtype_promotion("standard")
 
 
 def _marginal_error(out: sinkhorn.SinkhornOutput, m: int) -> jax.Array:
@@ -375,7 +382,12 @@ def _sinkhorn_solver(
 
 
 def _check_points(x, y) -> tuple[jax.Array, jax.Array]:
-    """Validates x, y [m, d]; returns them in their common floating dtype."""
+    """Validates x, y [m, d]; returns them in their common floating dtype.
+
+    Finiteness is checked only on host (NumPy) inputs, which are already in memory; device
+    arrays are never copied back for it (non-finite data then gives ``converged = False``).
+    """
+    x_host, y_host = x, y
     x = _checks.as_float("x", x)
     y = _checks.as_float("y", y)
     for name, z in (("x", x), ("y", y)):
@@ -385,12 +397,10 @@ def _check_points(x, y) -> tuple[jax.Array, jax.Array]:
         raise ValueError(f"x and y must have the same shape [m, d], got x{x.shape} and y{y.shape}")
     if x.shape[0] < 1:
         raise ValueError(f"x and y need m >= 1 points, got shape {x.shape}")
-    for name, z in (("x", x), ("y", y)):
-        arr = _checks.concrete(z)
-        if arr is not None and not np.all(np.isfinite(arr)):
+    for name, z in (("x", x_host), ("y", y_host)):
+        if isinstance(z, np.ndarray) and not np.all(np.isfinite(z)):
             raise ValueError(f"{name} must be finite, it holds NaN or inf")
-    with jax.numpy_dtype_promotion("standard"):  # an explicit, documented cast
-        dtype = jnp.promote_types(x.dtype, y.dtype)
+    dtype = np.promote_types(x.dtype, y.dtype)  # an explicit cast (NumPy rule)
     return x.astype(dtype), y.astype(dtype)
 
 

@@ -19,11 +19,16 @@ Each head also has a linear skip term and starts on its own cone of the input sp
 (``head_spread``); D is multiplied by ``output_scale`` (the spread of the codes, set by
 :func:`~latentot.aeot.fit`) so that the parameters stay O(1).
 
-Defaults, measured on the eight Gaussians (see :func:`latentot.aeot.fit` for the table):
-``width = 256``, ``depth = 3``, ``activation = "relu"`` (softplus and GELU trunks smeared more:
-84.2% and 85.3% within 3σ against 84.6% for ReLU), ``heads = 16`` (32 heads: no gain),
-``temperature = 0``, ``skip = True`` and ``head_spread = 1`` (88.2% → 92.0%: with a generic
-initialisation 2 of the 16 heads won on 97% of the noise).
+With ``base = True`` the potential also carries a fixed quadratic, the Bures map of
+:mod:`latentot.aeot.bures`::
+
+    D(x) = ½ xᵀ (A − I) x + bᵀ x + max_k f_k(x),    so    T(x) = x + ∇D(x) = A x + b + ∇max_k f_k(x)
+
+``A`` and ``b`` are :class:`Fixed` variables (state, not parameters: the trainer never updates
+them); :func:`~latentot.aeot.fit` sets them to the closed-form Gaussian map of the codes, so the
+heads only learn the non-Gaussian part of the map. With ``A = I`` and ``b = 0`` (their initial
+values) the potential is the plain max-of-heads network. The measurements behind the defaults
+are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["ACTIVATIONS", "Potential"]
+__all__ = ["ACTIVATIONS", "Fixed", "Potential"]
 
 
 def _leaky_relu(x):
@@ -52,6 +57,10 @@ ACTIVATIONS = {
     "elu": jax.nn.elu,
     "tanh": jnp.tanh,
 }
+
+
+class Fixed(nnx.Variable):
+    """Module state that training leaves unchanged (the Bures base ``A``, ``b``)."""
 
 
 class Potential(nnx.Module):
@@ -73,6 +82,12 @@ class Potential(nnx.Module):
         2 of 16 heads took 97% of the noise.)
       output_scale: D is ``output_scale ×`` the network output; :func:`~latentot.aeot.fit` sets
         it to the spread of the codes, so the parameters stay O(1) whatever the code scale.
+      curvature: give every head a learnable isotropic quadratic ``½ γ_k ‖x‖²`` (γ_k starts at
+        0), so that each cell of the maximum can rescale its noise: the map on cell k is
+        ``(A + γ_k I) x + …``. On clustered codes the Bures base stretches every cell to the
+        codes' overall spread, and γ_k lets a cell shrink back to its cluster's.
+      base: add the fixed quadratic ``½ xᵀ (A − I) x + bᵀ x`` (see the module docstring); ``A``
+        starts as the identity and ``b`` as 0, set them with :meth:`set_base`.
       rngs: ``nnx.Rngs`` or an integer seed for the initialisation.
       param_dtype: dtype of the parameters.
     """
@@ -88,7 +103,9 @@ class Potential(nnx.Module):
         temperature: float = 0.0,
         skip: bool = True,
         head_spread: float = 1.0,
+        curvature: bool = False,
         output_scale: float = 1.0,
+        base: bool = False,
         rngs: nnx.Rngs | int = 0,
         param_dtype: Any = jnp.float32,
     ):
@@ -113,8 +130,13 @@ class Potential(nnx.Module):
         self.temperature = float(temperature)
         self.skip = bool(skip)
         self.head_spread = float(head_spread)
+        self.curvature = bool(curvature)
         self.output_scale = float(output_scale)
         self.param_dtype = jnp.dtype(param_dtype).name
+        self.base = bool(base)
+        if self.base:
+            self.base_matrix = Fixed(jnp.eye(dim, dtype=param_dtype))
+            self.base_shift = Fixed(jnp.zeros((dim,), param_dtype))
         sizes = [dim] + [width] * depth
         self.hidden = nnx.List(
             [
@@ -127,6 +149,9 @@ class Potential(nnx.Module):
             nnx.Linear(dim, heads, use_bias=False, rngs=rngs, param_dtype=param_dtype)
             if skip
             else None
+        )
+        self.head_curvature = (
+            nnx.Param(jnp.zeros((heads,), param_dtype)) if self.curvature else None
         )
         if skip and heads > 1:
             u = jax.random.normal(rngs.params(), (dim, heads), param_dtype)
@@ -146,9 +171,29 @@ class Potential(nnx.Module):
             "temperature": self.temperature,
             "skip": self.skip,
             "head_spread": self.head_spread,
+            "curvature": self.curvature,
             "output_scale": self.output_scale,
+            "base": self.base,
             "param_dtype": self.param_dtype,
         }
+
+    def set_base(self, matrix: jax.Array, shift: jax.Array) -> None:
+        """Sets the fixed map ``x ↦ A x + b`` of a potential built with ``base = True``.
+
+        Args:
+          matrix: ``A`` ``[d, d]``, symmetric (the map must be a gradient).
+          shift: ``b`` ``[d]``.
+        """
+        if not self.base:
+            raise ValueError("set_base needs a potential built with base=True")
+        dtype = self.base_matrix[...].dtype
+        if jnp.shape(matrix) != (self.dim, self.dim) or jnp.shape(shift) != (self.dim,):
+            raise ValueError(
+                f"matrix must be [{self.dim}, {self.dim}] and shift [{self.dim}], got "
+                f"{jnp.shape(matrix)} and {jnp.shape(shift)}"
+            )
+        self.base_matrix[...] = jnp.asarray(matrix).astype(dtype)
+        self.base_shift[...] = jnp.asarray(shift).astype(dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Evaluates D.
@@ -168,6 +213,11 @@ class Potential(nnx.Module):
         f = self.out(h)
         if self.linear is not None:
             f = f + self.linear(x.astype(f.dtype))
+        if self.curvature:
+            sq = 0.5 * jnp.sum(x.astype(f.dtype) ** 2, axis=-1, keepdims=True)
+            # ×4: Adam moves a parameter by about the learning rate per step, and a cell may
+            # need to undo most of the base's stretch (γ_k · output_scale ≈ 1 − ‖A‖).
+            f = f + sq * (4.0 * self.head_curvature[...])
         if self.heads == 1:
             d = f[..., 0]
         elif self.temperature == 0.0:
@@ -175,7 +225,15 @@ class Potential(nnx.Module):
         else:
             t = jnp.asarray(self.temperature, f.dtype)
             d = t * jax.nn.logsumexp(f / t, axis=-1)
-        return d if self.output_scale == 1.0 else jnp.asarray(self.output_scale, d.dtype) * d
+        if self.output_scale != 1.0:
+            d = jnp.asarray(self.output_scale, d.dtype) * d
+        if self.base:
+            xs = x.astype(d.dtype)
+            a = self.base_matrix[...].astype(d.dtype)
+            ax = jnp.einsum("...i,ij->...j", xs, a, precision=jax.lax.Precision.HIGHEST)
+            quad = 0.5 * jnp.sum(xs * (ax - xs), axis=-1)
+            d = d + quad + xs @ self.base_shift[...].astype(d.dtype)
+        return d
 
     def gradient(self, x: jax.Array) -> jax.Array:
         """∇D at each point: ``[..., d] → [..., d]`` (rows are independent)."""

@@ -17,49 +17,78 @@ __all__ = ["Sampler"]
 class Sampler:
     """A trained potential D together with its prior.
 
-    The sampler is a pytree (parameters and prior are leaves, the network structure is static),
-    so it can be passed through ``jax.jit``; its methods are traceable.
+    The sampler is a pytree (the potential's state and the prior are leaves, the network
+    structure is static), so it can be passed through ``jax.jit``; its methods are traceable.
 
-    Attributes:
-      params: the potential's ``nnx.Param`` state.
+    Args:
+      params: the potential's state (``nnx.State`` of all its variables: parameters and fixed
+        buffers such as the Bures base).
       prior: the noise prior (see :mod:`latentot.priors`).
-      potential_config: :attr:`Potential.config` of the network.
+      potential_config: :attr:`Potential.config` of the network, or ``None`` for a user module
+        (which then needs ``graphdef``, and cannot be saved with :func:`~latentot.aeot.save`).
       history: training history (a dict of NumPy arrays indexed by step), or ``None``. It is not
         part of the pytree and is dropped by ``jax.tree_util`` round trips.
+      graphdef: the module's ``nnx.GraphDef``; by default rebuilt from ``potential_config``.
+      dim: the latent dimension d; by default ``potential_config["dim"]`` or the module's
+        ``dim`` attribute (needed by :meth:`sample` for a user module without either).
     """
 
-    def __init__(self, params: nnx.State, prior: Any, potential_config: dict, history=None):
+    def __init__(
+        self,
+        params: nnx.State,
+        prior: Any,
+        potential_config: dict | None,
+        history=None,
+        *,
+        graphdef=None,
+        dim: int | None = None,
+    ):
         self.params = params
         self.prior = prior
-        self.potential_config = dict(potential_config)
+        self.potential_config = None if potential_config is None else dict(potential_config)
         self.history = history
-        self._graphdef = _graphdef(tuple(sorted(self.potential_config.items())))
+        if graphdef is None:
+            if potential_config is None:
+                raise ValueError("Sampler needs potential_config or graphdef")
+            graphdef = nnx.graphdef(nnx.eval_shape(lambda: Potential(**potential_config)))
+        self.graphdef = graphdef
+        self._dim = None if dim is None else int(dim)
 
     @classmethod
-    def from_potential(cls, potential: Potential, prior: Any, history=None) -> Sampler:
-        """A sampler from an NNX :class:`Potential` (its current parameters) and a prior."""
-        _, params = nnx.split(potential, nnx.Param)
-        return cls(params, prior, potential.config, history=history)
+    def from_potential(
+        cls, potential: nnx.Module, prior: Any, history=None, *, dim: int | None = None
+    ) -> Sampler:
+        """A sampler from an NNX potential module (its current state) and a prior."""
+        graphdef, state = nnx.split(potential)
+        config = getattr(potential, "config", None)
+        return cls(state, prior, config, history, graphdef=graphdef, dim=dim)
 
     # -- pytree ---------------------------------------------------------------------------------
     def tree_flatten(self):
-        return (self.params, self.prior), tuple(sorted(self.potential_config.items()))
+        config = None if self.potential_config is None else tuple(self.potential_config.items())
+        return (self.params, self.prior), (self.graphdef, config, self._dim)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
+        graphdef, config, dim = aux
         params, prior = children
-        return cls(params, prior, dict(aux))
+        config = None if config is None else dict(config)
+        return cls(params, prior, config, graphdef=graphdef, dim=dim)
 
     # -- evaluation -----------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         """Latent dimension d."""
-        return int(self.potential_config["dim"])
+        if self._dim is not None:
+            return self._dim
+        if self.potential_config is not None:
+            return int(self.potential_config["dim"])
+        return int(self.model.dim)
 
     @property
-    def model(self) -> Potential:
-        """The potential as an NNX module (a fresh object sharing these parameters)."""
-        return nnx.merge(self._graphdef, self.params)
+    def model(self) -> nnx.Module:
+        """The potential as an NNX module (a fresh object sharing this state)."""
+        return nnx.merge(self.graphdef, self.params)
 
     def potential(self, z: jax.Array) -> jax.Array:
         """D(z): ``[..., d] → [...]``."""
@@ -71,15 +100,16 @@ class Sampler:
         Jittable and vmappable (a single point ``[d]`` is accepted).
         """
         z = jnp.asarray(z)
-        g = self.model.gradient(z)
-        return z + g.astype(z.dtype)
+        return transport(self.model, z)
 
     def sample(self, rng: jax.Array, n: int, dtype: Any = None) -> jax.Array:
         """Draws ``n`` codes ``[n, d]``: ``z + ∇D(z)`` with ``z ~ prior``.
 
-        Jittable with ``n`` static.
+        Jittable with ``n`` static. ``dtype`` defaults to the potential's parameter dtype.
         """
-        dtype = dtype if dtype is not None else self.potential_config["param_dtype"]
+        if dtype is None:
+            leaves = jax.tree_util.tree_leaves(self.params)
+            dtype = leaves[0].dtype if leaves else jnp.result_type(float)
         z = self.prior.sample(rng, (n, self.dim), dtype)
         return self.transport(z)
 
@@ -87,22 +117,12 @@ class Sampler:
         return f"Sampler(prior={self.prior!r}, potential={self.potential_config!r})"
 
 
-_GRAPHDEFS: dict = {}
-
-
-def _graphdef(config_items: tuple):
-    """The (cached) NNX graph definition of a potential with the given configuration."""
-    gd = _GRAPHDEFS.get(config_items)
-    if gd is None:
-        cfg = dict(config_items)
-        abstract = nnx.eval_shape(lambda: Potential(**cfg, rngs=nnx.Rngs(0)))
-        gd, _ = nnx.split(abstract, nnx.Param)
-        _GRAPHDEFS[config_items] = gd
-    return gd
+def transport(model: nnx.Module, z: jax.Array) -> jax.Array:
+    """``z + ∇D(z)`` for a potential module ``D: [..., d] → [...]`` (rows independent)."""
+    g = jax.grad(lambda v: jnp.sum(model(v)))(z)
+    return z + g.astype(z.dtype)
 
 
 def init_params(config: dict, seed: int | jax.Array) -> nnx.State:
-    """Initial ``nnx.Param`` state of a potential with the given configuration."""
-    model = Potential(**config, rngs=nnx.Rngs(seed))
-    _, params = nnx.split(model, nnx.Param)
-    return params
+    """Initial state (all variables) of a :class:`Potential` with the given configuration."""
+    return nnx.state(Potential(**config, rngs=nnx.Rngs(seed)))

@@ -1,13 +1,16 @@
-"""Training: sign conventions, the loss, validation, divergence, history and resume."""
+"""Training: sign conventions, the loss, validation, divergence, history, callbacks, resume."""
 
 import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
-from latentot import Gaussian, aeot
+from latentot import Gaussian, Uniform, aeot
+from latentot.aeot import losses
 from latentot.aeot import train as train_mod
 
 SMALL = {"width": 32, "depth": 2, "heads": 2}
@@ -47,7 +50,8 @@ def test_value_regression_alone_moves_noise_towards_codes():
         batch_size=128,
         learning_rate=1e-2,
         lam=0.0,
-        potential={"width": 32, "depth": 2, "heads": 1, "activation": "softplus"},
+        method="minibatch",
+        potential={"width": 32, "depth": 2, "heads": 1, "activation": "softplus", "base": False},
     )
     mean = sampler.sample(jax.random.key(1), 2000).mean(0)
     assert float(jnp.linalg.norm(mean - mu)) < 0.5, mean
@@ -56,15 +60,13 @@ def test_value_regression_alone_moves_noise_towards_codes():
 def test_norm_penalty_is_nan_safe_at_zero_gradient():
     pot = aeot.Potential(2, width=4, depth=1, heads=1, skip=False)
     pot.out.kernel[...] = jnp.zeros_like(pot.out.kernel[...])  # D constant: ∇D = 0
-    from flax import nnx
-
     graphdef, params = nnx.split(pot, nnx.Param)
     x = jnp.ones((3, 2))
     phi = jnp.zeros(3)
     target = jnp.ones((3, 2))
 
     def loss(p, norm_penalty):
-        return train_mod.regression_loss(
+        return losses.regression_loss(
             nnx.merge(graphdef, p), x, phi, target, lam=1.0, penalty=norm_penalty
         )[0]
 
@@ -92,10 +94,13 @@ def test_penalties_values():
     nrm = jnp.mean((jnp.linalg.norm(g, axis=-1) - jnp.linalg.norm(target, axis=-1)) ** 2)
     l1 = jnp.mean(jnp.linalg.norm(g - target, axis=-1))
     for penalty, pen in (("vector", vec), ("norm", nrm), ("vector_l1", l1)):
-        loss, aux = train_mod.regression_loss(pot, x, phi, target, lam=0.5, penalty=penalty)
+        loss, aux = losses.regression_loss(pot, x, phi, target, lam=0.5, penalty=penalty)
         np.testing.assert_allclose(aux["value_loss"], value, rtol=1e-5)
         np.testing.assert_allclose(aux["penalty_loss"], pen, rtol=2e-3)
         np.testing.assert_allclose(loss, value + 0.5 * pen, rtol=2e-3)
+
+
+_RANDOM = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
 
 
 @pytest.mark.parametrize(
@@ -106,21 +111,29 @@ def test_penalties_values():
         (np.zeros((64,), np.float32), {}, "codes"),
         (np.zeros((4, 16, 2), np.float32), {}, "codes"),
         (np.zeros((16, 2), np.float32), {"batch_size": 32}, "batch_size"),
-        (np.zeros((64, 2), np.float32), {"prior": Gaussian(loc=jnp.zeros(3))}, "prior"),
-        (np.zeros((64, 2), np.float32), {"steps": 0}, "steps"),
-        (np.zeros((64, 2), np.float32), {"steps": -5}, "steps"),
-        (np.zeros((64, 2), np.float32), {"batch_size": 0}, "batch_size"),
-        (np.zeros((64, 2), np.float32), {"learning_rate": 0.0}, "learning_rate"),
-        (np.zeros((64, 2), np.float32), {"learning_rate": -1e-3}, "learning_rate"),
-        (np.zeros((64, 2), np.float32), {"penalty": "l1"}, "penalty"),
-        (np.zeros((64, 2), np.float32), {"lam": -1.0}, "lam"),
+        (_RANDOM, {"prior": Gaussian(loc=jnp.zeros(3))}, "prior"),
+        (_RANDOM, {"steps": 0}, "steps"),
+        (_RANDOM, {"steps": -5}, "steps"),
+        (_RANDOM, {"batch_size": 0}, "batch_size"),
+        (_RANDOM, {"learning_rate": 0.0}, "learning_rate"),
+        (_RANDOM, {"learning_rate": -1e-3}, "learning_rate"),
+        (_RANDOM, {"penalty": "l1"}, "penalty"),
+        (_RANDOM, {"lam": -1.0}, "lam"),
+        (np.ones((64, 2), np.float32), {}, "all equal"),
+        (_RANDOM, {"method": "sinkhorn"}, "method"),
+        (_RANDOM, {"optimizer": "adam"}, "optimizer"),
+        (_RANDOM, {"callback": 3}, "callback"),
+        (_RANDOM, {"lp": 3}, "lp"),
+        (_RANDOM, {"potential": 3}, "potential"),
+        (_RANDOM, {"validation_codes": np.zeros((64, 3), np.float32)}, "validation_codes"),
+        (_RANDOM, {"validation_codes": np.full((64, 2), np.nan, np.float32)}, "validation_codes"),
     ],
 )
 def test_bad_input(codes, kwargs, name, monkeypatch):
     def no_training(*args, **kw):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(train_mod, "_make_chunk_runner", no_training)
+    monkeypatch.setattr(train_mod, "_run_chunk", no_training)
     kwargs = {"batch_size": 16, "steps": 10} | kwargs
     with pytest.raises(ValueError, match=name):
         aeot.fit(jax.random.key(0), codes, **kwargs)
@@ -146,25 +159,28 @@ def test_divergence_names_step_and_keeps_last_good_parameters():
     assert np.all(np.isfinite(err.sampler.history["loss"]))
 
 
-def test_history_progress_and_sampler(capsys):
-    steps = 30
+def test_history_callback_and_validation():
+    steps, calls = 30, []
+    held_out = _codes(128, seed=7)
     sampler = aeot.fit(
         jax.random.key(0),
         _codes(128),
         steps=steps,
-        batch_size=64,
+        batch_size=32,
         potential=SMALL,
         log_every=7,
+        validation_codes=held_out,
+        callback=lambda step, metrics: calls.append((step, metrics)),
     )
     h = sampler.history
     for key in (
         "step",
         "loss",
-        "value_loss",
         "penalty_loss",
         "map_error",
-        "learning_rate",
+        "grad_norm",
         "lp_cost",
+        "lp_self_cost",
         "lp_dual_gap",
         "lp_max_violation",
         "lp_converged",
@@ -172,11 +188,63 @@ def test_history_progress_and_sampler(capsys):
         assert h[key].shape == (steps,), key
     np.testing.assert_array_equal(h["step"], np.arange(steps))
     assert np.all(np.isfinite(h["loss"]))
-    assert h["learning_rate"][0] > h["learning_rate"][-1]  # cosine decay
-    # stdout is captured (not a TTY): no progress bar.
-    out = capsys.readouterr()
-    assert "AE-OT" not in out.out and "AE-OT" not in out.err
+    # One callback per chunk, on the host, with floats; held-out metrics under "val…" keys.
+    assert [c[0] for c in calls] == [7, 14, 21, 28, 30]
+    for step, metrics in calls:
+        assert isinstance(metrics["loss"], float)
+        assert metrics["loss"] == h["loss"][step - 1]
+        assert {"val_cost", "val_divergence"} <= metrics.keys()
+    np.testing.assert_array_equal(h["val_step"], [7, 14, 21, 28, 30])
+    assert h["val_cost"].shape == (5,) and np.all(h["val_cost"] > 0)
     assert sampler.sample(jax.random.key(1), 10).shape == (10, 2)
+
+
+def test_optimizer_and_lp_arguments():
+    """Any optax transformation; one argument carries the LP solver and its settings."""
+    kw = {"steps": 6, "batch_size": 32, "potential": SMALL, "log_every": 3}
+    sgd = aeot.fit(jax.random.key(0), _codes(64), optimizer=optax.sgd(1e-3), **kw)
+    adam = aeot.fit(jax.random.key(0), _codes(64), **kw)
+    assert not np.allclose(sgd.history["loss"][1:], adam.history["loss"][1:])
+    solver = aeot.BatchLPSolver(epsilon=1e-2, acceleration_method="none")
+    loose = aeot.fit(jax.random.key(0), _codes(64), lp=solver, **kw)
+    assert np.all(np.isfinite(loose.history["lp_cost"]))
+    assert hash(solver) == hash(aeot.BatchLPSolver(epsilon=1e-2, acceleration_method="none"))
+    with pytest.raises(ValueError, match="epsilon"):
+        aeot.BatchLPSolver(epsilon=-1.0)
+
+
+class _Quadratic(nnx.Module):
+    """A user potential: D(x) = ½ xᵀ M x + bᵀ x with M = Bᵀ B (not a latentot Potential)."""
+
+    def __init__(self, dim, rngs):
+        self.b_mat = nnx.Param(jnp.eye(dim) + 0.01 * jax.random.normal(rngs.params(), (dim, dim)))
+        self.shift = nnx.Param(jnp.zeros((dim,)))
+
+    def __call__(self, x):
+        bx = x @ self.b_mat[...].T
+        return 0.5 * jnp.sum(bx * bx, axis=-1) - 0.5 * jnp.sum(x * x, axis=-1) + x @ self.shift[...]
+
+
+def test_user_module_is_trained_as_given():
+    """A Gaussian target and an affine-map potential: the module learns the shift."""
+    module = _Quadratic(2, nnx.Rngs(0))
+    sampler = aeot.fit(
+        jax.random.key(0),
+        _codes(512),
+        steps=150,
+        batch_size=128,
+        potential=module,
+        optimizer=optax.adam(0.05),
+    )
+    assert isinstance(sampler.model, _Quadratic)
+    assert sampler.potential_config is None
+    np.testing.assert_array_equal(module.shift[...], np.zeros(2))  # the given module is intact
+    np.testing.assert_allclose(sampler.model.shift[...], [3.0, -2.0], atol=0.3)
+    out = jax.jit(lambda s, z: s.transport(z))(sampler, jnp.zeros((1, 2)))
+    np.testing.assert_allclose(out[0], sampler.model.shift[...], atol=1e-5)
+    assert sampler.sample(jax.random.key(1), 5).shape == (5, 2)
+    with pytest.raises(ValueError, match="config"):
+        aeot.save("unused.aeot", sampler)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
@@ -211,5 +279,32 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     loaded = aeot.load(path)
     np.testing.assert_array_equal(loaded.history["step"], np.arange(24))
 
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(ValueError, match="optimizer"):
         aeot.fit(jax.random.key(3), codes, resume_from=written[0], learning_rate=0.5, **kwargs)
+    with pytest.raises(ValueError, match="prior"):
+        aeot.fit(jax.random.key(3), codes, resume_from=written[0], prior=Uniform(), **kwargs)
+    with pytest.raises(ValueError, match="prior"):
+        aeot.fit(
+            jax.random.key(3), codes, resume_from=written[0], prior=Gaussian(scale=2.0), **kwargs
+        )
+
+
+def test_constant_column_and_scale_invariance():
+    """Issue 8 "Bad input": a constant column stays (nearly) constant, and training is
+    scale-invariant: codes × 1e-6 and × 1e6 give the same pushed law × 1e-6 and × 1e6 (the
+    trajectories are not bit-equal: rounding changes a few LP assignments)."""
+    codes = np.array(_codes(128, d=3, shift=(3.0, -2.0, 0.0)))
+    codes[:, 2] = 5.0
+    kw = {"steps": 20, "batch_size": 64, "potential": SMALL, "log_every": 20}
+    base = aeot.fit(jax.random.key(0), codes, **kw)
+    z = jax.random.normal(jax.random.key(1), (256, 3))
+    t = np.asarray(base.transport(z))
+    assert np.all(np.isfinite(t))
+    assert np.std(t[:, 2]) < 0.05 * np.std(t[:, :2])
+    np.testing.assert_allclose(np.mean(t[:, 2]), 5.0, atol=0.1)
+    for factor in (1e-6, 1e6):
+        scaled = aeot.fit(jax.random.key(0), factor * codes, **kw)
+        ts = np.asarray(scaled.transport(z)) / factor
+        assert np.all(np.isfinite(ts)), factor
+        np.testing.assert_allclose(ts.mean(0), t.mean(0), atol=0.05 * np.std(t[:, :2]))
+        np.testing.assert_allclose(ts[:, :2].std(0), t[:, :2].std(0), rtol=0.1)
