@@ -451,8 +451,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if not isinstance(value, _FitDefault)
     }
     steps = int(kwargs.get("steps", defaults["steps"]))
-    if "log_every" in defaults:  # a line (and a host sync) at least every 10% of the steps
-        kwargs["log_every"] = max(1, min(int(defaults["log_every"]), -(-steps // 10)))
+    # A line (and a host sync) at least every 10% of the steps.
+    kwargs["log_every"] = max(1, min(int(defaults["log_every"]), -(-steps // 10)))
     if args.checkpoint:
         kwargs["checkpoint_path"] = args.checkpoint
         if args.resume:
@@ -463,10 +463,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         mode = "bar" if _progress() else "log"
     beat = _Heartbeat(quiet=args.quiet, tty=_progress())
     progress = FitProgress(steps, mode=mode, write=beat.say)
-    if "callback" in defaults:
-        kwargs["callback"] = progress
-    else:  # TODO(merge): aeot.fit without callback= (before the AE-OT redesign)
-        kwargs["progress"] = mode == "bar"
+    kwargs["callback"] = progress
     try:
         with beat:
             beat.say(

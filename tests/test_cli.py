@@ -237,15 +237,7 @@ def test_sample_error_paths(workdir, sampler_path, capsys, monkeypatch):
 # Progress without a terminal, checkpoints and resume, failed writes.
 
 
-def _has_fit_callback():
-    from latentot import aeot
-
-    return "callback" in inspect.signature(aeot.fit).parameters
-
-
 def test_fit_logs_progress_without_a_terminal(fit_proc):
-    if not _has_fit_callback():
-        pytest.skip("aeot.fit has no callback= yet (the AE-OT redesign adds it)")
     lines = [ln for ln in fit_proc.stderr.splitlines() if "] fit: step " in ln]
     steps = [int(re.search(r"step (\d+)/200", ln).group(1)) for ln in lines]
     # A line at least every 10% of the 200 steps, the last one at the end, with the loss and

@@ -222,7 +222,6 @@ def train_liu_models(
         codes,
         steps=budget.aeot_steps,
         batch_size=min(budget.aeot_batch_size, codes.shape[0]),
-        progress=progress,
     )
     return LiuModels(ae, vae, codes, fit_gaussian(codes), sampler)
 
