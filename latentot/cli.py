@@ -383,6 +383,18 @@ class _FitDefault:
         return self.template.format(_fit_defaults()[self.name])
 
 
+class _PenaltyDefault(_FitDefault):
+    """``--penalty``'s default, which depends on ``--method`` (``aeot.train.DEFAULT_PENALTY``)."""
+
+    def __init__(self):
+        super().__init__("penalty")
+
+    def __str__(self) -> str:
+        from latentot.aeot.train import DEFAULT_PENALTY
+
+        return ", ".join(f"{v} with --method {k}" for k, v in DEFAULT_PENALTY.items())
+
+
 # --------------------------------------------------------------------------------------------
 # Subcommands.
 
@@ -444,6 +456,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         name: value
         for name, value in (
             ("steps", args.steps),
+            ("method", args.method),
             ("learning_rate", args.learning_rate),
             ("lam", args.lam),
             ("penalty", args.penalty),
@@ -686,6 +699,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch LP size: noise and code points per step (default: %(default)s)",
     )
     p.add_argument(
+        "--method",
+        choices=("debiased", "minibatch"),
+        default=_FitDefault("method"),
+        help="training targets: debiased minibatch OT, or Liu et al.'s Algorithm 1 "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--learning-rate",
         type=_positive_float,
         default=_FitDefault("learning_rate"),
@@ -695,12 +715,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--lam",
         type=_non_negative_float,
         default=_FitDefault("lam"),
-        help="weight λ of the gradient penalty (default: %(default)s)",
+        help="weight λ of the gradient penalty against the value term, --method minibatch "
+        "only (default: %(default)s)",
     )
     p.add_argument(
         "--penalty",
         choices=("vector", "norm", "vector_l1"),
-        default=_FitDefault("penalty"),
+        default=_PenaltyDefault(),
         help="gradient penalty kind (default: %(default)s)",
     )
     p.add_argument(

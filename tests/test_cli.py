@@ -106,18 +106,23 @@ def test_help(command, tmp_path):
     if command == ["fit"]:
         # Every hyperparameter shows aeot.fit's actual default, read from its signature.
         from latentot import aeot
+        from latentot.aeot.train import DEFAULT_PENALTY
 
         defaults = {p.name: p.default for p in inspect.signature(aeot.fit).parameters.values()}
         text = " ".join(proc.stdout.split())  # argparse wraps lines
         for option, name in [
             ("--steps", "steps"),
+            ("--method", "method"),
             ("--learning-rate", "learning_rate"),
             ("--lam", "lam"),
-            ("--penalty", "penalty"),
         ]:
             shown = re.search(re.escape(option) + r" [^(]*\(default: ([^)]*)\)", text)
             assert shown and shown.group(1) == str(defaults[name]), (option, shown)
         assert f"(default: min(N, {defaults['batch_size']}))" in text
+        # The penalty's default depends on the method: both are shown.
+        assert defaults["penalty"] is None
+        for method, penalty in DEFAULT_PENALTY.items():
+            assert f"{penalty} with --method {method}" in text
 
 
 def test_version(tmp_path):
