@@ -27,6 +27,7 @@ from flax import nnx
 
 from latentot._promotion import third_party_promotion
 from latentot.aeot.losses import PENALTIES, regression_loss
+from latentot.aeot.lp import BatchLPSolver
 from latentot.aeot.sampler import Sampler
 from latentot.aeot.sampler import transport as _transport
 from latentot.aeot.targets import METHODS, debiased_targets, minibatch_targets
@@ -66,6 +67,9 @@ def default_optimizer(
     return optax.adam(schedule, b1=0.5, b2=0.999)
 
 
+_DEFAULT_LP = BatchLPSolver()
+
+
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Trainer:
@@ -76,8 +80,8 @@ class Trainer:
         ``[m, d] → [m]`` works.
       optimizer: an ``optax.GradientTransformation``.
       lp: the batch LP solver, ``lp(x, y)`` returning an object with ``assignment`` (and ``phi``
-        for ``"minibatch"``), e.g. :class:`~latentot.aeot.BatchLPSolver`; must be jittable and
-        hashable.
+        for ``"minibatch"``), default :class:`~latentot.aeot.BatchLPSolver` ``()``; must be
+        jittable and hashable.
       method: ``"debiased"`` or ``"minibatch"`` (see :mod:`latentot.aeot.targets`).
       batch_size: LP size m (noise and codes per step, per device with a mesh).
       lam: weight λ of the gradient penalty (see :mod:`latentot.aeot.losses`).
@@ -91,7 +95,7 @@ class Trainer:
 
     graphdef: Any
     optimizer: optax.GradientTransformation
-    lp: Callable
+    lp: Callable = _DEFAULT_LP
     method: str = "debiased"
     batch_size: int = 512
     lam: float = 1.0
@@ -138,6 +142,8 @@ class Trainer:
           ``finite`` and keeps the last good state.
         """
         m = self.batch_size
+        if codes.ndim != 2 or codes.shape[0] < m:
+            raise ValueError(f"codes must be [N, d] with N >= batch_size = {m}, got {codes.shape}")
         n_codes, d = codes.shape
         key = jax.random.fold_in(state.key, state.step)
         if self.axes is not None:

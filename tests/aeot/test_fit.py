@@ -308,3 +308,24 @@ def test_constant_column_and_scale_invariance():
         assert np.all(np.isfinite(ts)), factor
         np.testing.assert_allclose(ts.mean(0), t.mean(0), atol=0.05 * np.std(t[:, :2]))
         np.testing.assert_allclose(ts[:, :2].std(0), t[:, :2].std(0), rtol=0.1)
+
+
+def test_trainer_core_in_a_user_loop():
+    """The optax-style core: init, a jitted step in the user's own loop, then a sampler."""
+    potential = aeot.Potential(2, width=16, depth=1, heads=2, rngs=0)
+    trainer = aeot.Trainer(
+        graphdef=nnx.graphdef(potential), optimizer=optax.adam(1e-2), batch_size=64
+    )
+    state = trainer.init(jax.random.key(0), potential, Gaussian())
+    step = jax.jit(trainer.step)
+    codes = _codes(128)
+    for _ in range(3):
+        state, metrics = step(state, codes)
+    assert int(state.step) == 3
+    assert bool(metrics["finite"]) and metrics["loss"].shape == ()
+    sampler = trainer.sampler(state)
+    assert sampler.sample(jax.random.key(1), 4).shape == (4, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        step(state, codes[:10])
+    with pytest.raises(ValueError, match="method"):
+        aeot.Trainer(graphdef=trainer.graphdef, optimizer=optax.sgd(1.0), method="exact")
