@@ -90,7 +90,7 @@ LAYERS = {
     "infrastructure": (
         "latentot._checks",
         "latentot._io",
-        "latentot._optim",
+        "latentot._promotion",
         "latentot._sharding",
     ),
     "laws": (

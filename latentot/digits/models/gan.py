@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from latentot._optim import promotion_clean
+from latentot._promotion import promotion_clean
 from latentot.digits.budget import Budget
 from latentot.digits.models import training
 from latentot.digits.models.mlp import MLP

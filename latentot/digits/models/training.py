@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from latentot._optim import promotion_clean
+from latentot._promotion import promotion_clean
 
 __all__ = [
     "GradientStep",

@@ -9,7 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
-from latentot._optim import promotion_clean
+from latentot._promotion import promotion_clean
 from latentot.digits import models
 from latentot.digits.budget import Budget
 from latentot.digits.models import training
