@@ -223,8 +223,10 @@ def transport_map(
       weights: ``[..., k]``; leading axes give a batch of maps. May be traced. All-zero weights
         (a point mass, no map exists) raise ``ValueError`` when concrete; traced, they give the
         map of weight 1 on one draw (the identity).
-      method: ``"auto"`` (closed form where one exists, else ``"fft"``, or ``"quadrature"``
-        for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`), ``"closed"`` (raise
+      method: ``"auto"`` (closed form where one exists, else ``"fft"``; but ``"quadrature"``
+        for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`, and for a traced
+        batch ``[m, ..., k]`` of weights, which may be sharded: XLA's SPMD partitioner replicates
+        FFT operands, so pass ``method="fft"`` for a traced batch that is not), ``"closed"`` (raise
         ``ValueError`` when there is none), ``"fft"`` (the lattice map of
         :mod:`latentot.convolution`: a few FFTs per weight vector) or ``"quadrature"`` (the
         quantile-quadrature map of :class:`TabulatedMap`: about 1000× slower to build, but it
@@ -259,6 +261,11 @@ def transport_map(
             )
         if method == "auto" and not convolution.light_tailed(std):
             method = "quadrature"  # heavy tails: the lattice would have to truncate them
+        if method == "auto" and cw is None and w.ndim > 1:
+            # A traced batch of weight vectors may be sharded, and XLA's SPMD partitioner
+            # replicates the operands of an FFT (it all-gathers every device's tables); the
+            # quadrature map partitions along the batch. method="fft" opts in.
+            method = "quadrature"
         if method in ("quadrature", "numerical"):
             standard = _tabulate(std, w, num_grid=num_grid or 2048, order=order)
         else:
