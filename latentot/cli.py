@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Trains digits models (autoencoder, VAE, two WGAN-GP generators, a scoring "
             "classifier), fits AE-OT on the autoencoder's codes, measures the Liu et al. "
             "Table 1 and Agustsson et al. Table 2 analogues over several seeds and writes PNG "
-            "figures plus report.md and report.json. The defaults take about 5 minutes on 2 CPU "
+            "figures plus report.md and report.json. The defaults take about 10 CPU minutes on 2 "
             "cores; --fast about 2 minutes (poor models: for tests)."
         ),
     )

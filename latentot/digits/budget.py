@@ -14,7 +14,7 @@ class Budget:
     """Model sizes, training budgets and sample counts of the digits demo.
 
     ``Budget()`` is the full run behind ``latentot demo`` (three seeds of both tables in about
-    five CPU minutes on 2 cores, see benchmarks/README.md); :meth:`fast` is a run of seconds with
+    ten CPU minutes on 2 cores, see README.md); :meth:`fast` is a run of seconds with
     poor models, for tests and the notebooks' fast mode. The models' ``train_*`` functions take
     their default ``steps`` from ``Budget()``; pass ``steps=budget.<model>_steps`` for another.
 
