@@ -79,6 +79,7 @@ def _brenier(d, steps, batch_size):
     return rel
 
 
+@pytest.mark.slow
 def test_brenier_gaussian_2d():
     """N(0, I) → N(μ, diag(s²)), 400 steps at m = 256: RMSE ≤ 25% of ‖s‖ (measured 0.19)."""
     assert _brenier(2, steps=400, batch_size=256) <= 0.25
