@@ -9,7 +9,6 @@ import inspect
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -292,14 +291,29 @@ def test_fit_resume_after_ctrl_c_equals_the_uninterrupted_run(workdir, sampler_p
 
     ckpt = workdir / "r.ckpt"
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    cmd = [sys.executable, "-m", "latentot", *map(str, FIT), "--out", "r.aeot"]
-    proc = subprocess.Popen(
-        [*cmd, "--checkpoint", ckpt.name], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True
+    args = [*map(str, FIT), "--out", "r.aeot", "--checkpoint", ckpt.name]
+    # A real SIGINT, sent by the CLI process to itself right after its first checkpoint is
+    # written: polling for the file from here raced with the end of the run on a loaded machine.
+    interrupt_after_first_checkpoint = (
+        "import os, runpy, signal, sys\n"
+        "from latentot.aeot import train\n"
+        "save = train._save_training\n"
+        "def save_then_interrupt(*a, **k):\n"
+        "    save(*a, **k)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "train._save_training = save_then_interrupt\n"
+        "sys.argv = ['latentot', *sys.argv[1:]]\n"
+        "runpy.run_module('latentot', run_name='__main__')\n"
     )
-    while not ckpt.exists() and proc.poll() is None:  # Ctrl-C after the first checkpoint
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=300)[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", interrupt_after_first_checkpoint, *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    err = proc.stderr
     assert proc.returncode == 130, err
     assert "interrupted; the last training checkpoint is 'r.ckpt': add --resume" in err
     assert len(aeot.load(ckpt).history["loss"]) < 200
