@@ -163,8 +163,8 @@ def check_ops():
         single = jax.jit(f)(*args)  # one device: the inputs are not sharded
         assert len(single.sharding.device_set) == 1, name
         sharded_args = [shard(a, s) for a, s in zip(args, specs, strict=True)]
-        jf = jax.jit(f)
-        out = jf(*sharded_args)
+        compiled = jax.jit(f).lower(*sharded_args).compile()  # one compilation: run and inspect
+        out = compiled(*sharded_args)
         want = NamedSharding(MESH, out_spec)
         assert out.sharding.is_equivalent_to(want, out.ndim), (
             f"{name}: output sharding {out.sharding.spec}, expected {out_spec}"
@@ -172,7 +172,7 @@ def check_ops():
         np.testing.assert_allclose(
             np.asarray(out), np.asarray(single), rtol=1e-5, atol=1e-6, err_msg=name
         )
-        assert_no_batch_collectives(name, jf.lower(*sharded_args).compile().as_text())
+        assert_no_batch_collectives(name, compiled.as_text())
         _log(f"  {name}: {out_spec}, {time.perf_counter() - t0:.1f} s")
 
     # jax.make_mesh's default axis types are Explicit: every operator works there too (the

@@ -294,8 +294,11 @@ def test_fit_resume_after_ctrl_c_equals_the_uninterrupted_run(workdir, sampler_p
     args = [*map(str, FIT), "--out", "r.aeot", "--checkpoint", ckpt.name]
     # A real SIGINT, sent by the CLI process to itself right after its first checkpoint is
     # written: polling for the file from here raced with the end of the run on a loaded machine.
+    # A process started in the background by a non-interactive shell (as CI may be) inherits
+    # SIGINT ignored; restore Python's default handler, as in a terminal.
     interrupt_after_first_checkpoint = (
         "import os, runpy, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from latentot.aeot import train\n"
         "save = train._save_training\n"
         "def save_then_interrupt(*a, **k):\n"

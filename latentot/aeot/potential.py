@@ -86,6 +86,9 @@ class Potential(nnx.Module):
         0), so that each cell of the maximum can rescale its noise: the map on cell k is
         ``(A + γ_k I) x + …``. On clustered codes the Bures base stretches every cell to the
         codes' overall spread, and γ_k lets a cell shrink back to its cluster's.
+      curvature_rate: the quadratic is ``½ (curvature_rate · γ_k) ‖x‖²``: Adam moves a
+        parameter by about the learning rate per step, and a cell may need to undo most of the
+        base's stretch, so γ_k is given a larger step than the other parameters.
       base: add the fixed quadratic ``½ xᵀ (A − I) x + bᵀ x`` (see the module docstring); ``A``
         starts as the identity and ``b`` as 0, set them with :meth:`set_base`.
       rngs: ``nnx.Rngs`` or an integer seed for the initialisation.
@@ -104,6 +107,7 @@ class Potential(nnx.Module):
         skip: bool = True,
         head_spread: float = 1.0,
         curvature: bool = False,
+        curvature_rate: float = 4.0,
         output_scale: float = 1.0,
         base: bool = False,
         rngs: nnx.Rngs | int = 0,
@@ -131,6 +135,9 @@ class Potential(nnx.Module):
         self.skip = bool(skip)
         self.head_spread = float(head_spread)
         self.curvature = bool(curvature)
+        if not (isinstance(curvature_rate, (int, float)) and curvature_rate > 0):
+            raise ValueError(f"curvature_rate must be a positive number, got {curvature_rate!r}")
+        self.curvature_rate = float(curvature_rate)
         self.output_scale = float(output_scale)
         self.param_dtype = jnp.dtype(param_dtype).name
         self.base = bool(base)
@@ -172,6 +179,7 @@ class Potential(nnx.Module):
             "skip": self.skip,
             "head_spread": self.head_spread,
             "curvature": self.curvature,
+            "curvature_rate": self.curvature_rate,
             "output_scale": self.output_scale,
             "base": self.base,
             "param_dtype": self.param_dtype,
@@ -215,9 +223,8 @@ class Potential(nnx.Module):
             f = f + self.linear(x.astype(f.dtype))
         if self.curvature:
             sq = 0.5 * jnp.sum(x.astype(f.dtype) ** 2, axis=-1, keepdims=True)
-            # ×4: Adam moves a parameter by about the learning rate per step, and a cell may
-            # need to undo most of the base's stretch (γ_k · output_scale ≈ 1 − ‖A‖).
-            f = f + sq * (4.0 * self.head_curvature[...])
+            rate = jnp.asarray(self.curvature_rate, f.dtype)
+            f = f + sq * (rate * self.head_curvature[...])
         if self.heads == 1:
             d = f[..., 0]
         elif self.temperature == 0.0:

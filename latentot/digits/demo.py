@@ -23,6 +23,7 @@ Every file is written atomically (a temporary file in the same directory, ``fsyn
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -112,6 +113,8 @@ def plot_digit_panels(panels: Mapping[str, Any], *, ncols: int = 8, per_row: int
     return fig
 
 
+# One compilation for all the latents of a figure (eager dispatch compiled every operation).
+@functools.partial(jax.jit, static_argnames=("dim", "pairs", "steps", "grid", "stats_pairs"))
 def interpolation_latents(
     rng: jax.Array,
     prior: Any,
@@ -209,23 +212,31 @@ def keyframe_path(
             "matched": matched_spline(prior, keys, t, closed=True),
         }
 
-    keys = prior.sample(k_key, (keyframes, dim), jnp.float32)
-    many = prior.sample(k_stats, (keyframes, stats_paths, dim), jnp.float32)
-    stats = frames(many)  # {method: [T, stats_paths, dim]}
-    loc = jnp.asarray(getattr(prior, "loc", 0.0), jnp.float32)
-    ref = prior.sample(k_ref, (stats_paths, dim), jnp.float32)
-    ref_norm = jnp.mean(jnp.linalg.norm(ref - loc, axis=-1))
-    ks = jax.vmap(diagnostics.ks_distance, in_axes=(0, None))
-    return {
-        "t": t,
-        "keyframes": keys,
-        "frames": frames(keys),
-        "ks": {m: np.asarray(ks(v, prior)) for m, v in stats.items()},
-        "norm": {
-            m: np.asarray(jnp.mean(jnp.linalg.norm(v - loc, axis=-1), axis=-1) / ref_norm)
-            for m, v in stats.items()
-        },
-    }
+    @jax.jit  # one compilation (eager dispatch compiled every operation)
+    def compute(k_key, k_stats, k_ref, prior):
+        keys = prior.sample(k_key, (keyframes, dim), jnp.float32)
+        many = prior.sample(k_stats, (keyframes, stats_paths, dim), jnp.float32)
+        stats = frames(many)  # {method: [T, stats_paths, dim]}
+        loc = jnp.asarray(getattr(prior, "loc", 0.0), jnp.float32)
+        ref = prior.sample(k_ref, (stats_paths, dim), jnp.float32)
+        ref_norm = jnp.mean(jnp.linalg.norm(ref - loc, axis=-1))
+        ks = jax.vmap(diagnostics.ks_distance, in_axes=(0, None))
+        return {
+            "t": t,
+            "keyframes": keys,
+            "frames": frames(keys),
+            "ks": {m: ks(v, prior) for m, v in stats.items()},
+            "norm": {
+                m: jnp.mean(jnp.linalg.norm(v - loc, axis=-1), axis=-1) / ref_norm
+                for m, v in stats.items()
+            },
+        }
+
+    out = compute(k_key, k_stats, k_ref, prior)
+    out["t"] = t
+    out["ks"] = {m: np.asarray(v) for m, v in out["ks"].items()}
+    out["norm"] = {m: np.asarray(v) for m, v in out["norm"].items()}
+    return out
 
 
 def plot_keyframe_path(generator: Any, path: Mapping[str, Any], *, title: str):
