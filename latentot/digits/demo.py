@@ -222,7 +222,6 @@ def keyframe_path(
         ref_norm = jnp.mean(jnp.linalg.norm(ref - loc, axis=-1))
         ks = jax.vmap(diagnostics.ks_distance, in_axes=(0, None))
         return {
-            "t": t,
             "keyframes": keys,
             "frames": frames(keys),
             "ks": {m: ks(v, prior) for m, v in stats.items()},
@@ -233,10 +232,13 @@ def keyframe_path(
         }
 
     out = compute(k_key, k_stats, k_ref, prior)
-    out["t"] = t
-    out["ks"] = {m: np.asarray(v) for m, v in out["ks"].items()}
-    out["norm"] = {m: np.asarray(v) for m, v in out["norm"].items()}
-    return out
+    return {
+        "t": t,
+        "keyframes": out["keyframes"],
+        "frames": out["frames"],
+        "ks": {m: np.asarray(v) for m, v in out["ks"].items()},
+        "norm": {m: np.asarray(v) for m, v in out["norm"].items()},
+    }
 
 
 def plot_keyframe_path(generator: Any, path: Mapping[str, Any], *, title: str):
