@@ -24,6 +24,7 @@ Every file is written atomically (a temporary file in the same directory, ``fsyn
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import platform
@@ -370,8 +371,10 @@ def plot_interpolations(generator: Any, latents: Mapping[str, Any], *, title: st
     ax = nfig.subplots(1, 1)
     if "norms" in latents:
         ref = float(latents["prior_norm"])
-        for m, label in zip(methods, labels, strict=True):
-            ax.plot(ts, np.asarray(latents["norms"][m]) / ref, marker="o", ms=3, label=label)
+        # Distinct line styles and markers: the matched and SLERP curves lie on top of each other.
+        styles = itertools.cycle([("-", "o"), ("--", "^"), (":", "s")])
+        for m, label, (ls, mk) in zip(methods, labels, styles, strict=False):
+            ax.plot(ts, np.asarray(latents["norms"][m]) / ref, ls=ls, marker=mk, ms=4, label=label)
         ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="prior samples")
         ax.set_xlabel("t")
         ax.set_ylabel("mean ‖z_t‖ / mean ‖z‖ of prior samples")
