@@ -383,16 +383,15 @@ class _FitDefault:
         return self.template.format(_fit_defaults()[self.name])
 
 
-class _PenaltyDefault(_FitDefault):
-    """``--penalty``'s default, which depends on ``--method`` (``aeot.train.DEFAULT_PENALTY``)."""
-
-    def __init__(self):
-        super().__init__("penalty")
+class _MethodDefault(_FitDefault):
+    """An option whose default depends on the training method (``aeot.train.METHOD_DEFAULTS``)."""
 
     def __str__(self) -> str:
-        from latentot.aeot.train import DEFAULT_PENALTY
+        from latentot.aeot.train import METHOD_DEFAULTS
 
-        return ", ".join(f"{v} with --method {k}" for k, v in DEFAULT_PENALTY.items())
+        return self.template.format(
+            ", ".join(f"{v[self.name]} with --method {k}" for k, v in METHOD_DEFAULTS.items())
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,10 +441,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import jax
 
     from latentot import aeot
+    from latentot.aeot.train import METHOD_DEFAULTS
 
     defaults = _fit_defaults()
     if isinstance(args.batch_size, _FitDefault):
-        batch_size = min(int(defaults["batch_size"]), n)
+        method = defaults["method"] if isinstance(args.method, _FitDefault) else args.method
+        method = aeot.resolve_method(method, codes.shape[1])
+        batch_size = min(METHOD_DEFAULTS[method]["batch_size"], n)
     else:
         batch_size = args.batch_size
     if batch_size > n:
@@ -695,15 +697,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=_positive_int,
-        default=_FitDefault("batch_size", "min(N, {})"),
+        default=_MethodDefault("batch_size", "min(N, {})"),
         help="batch LP size: noise and code points per step (default: %(default)s)",
     )
     p.add_argument(
         "--method",
-        choices=("debiased", "minibatch"),
+        choices=("auto", "debiased", "minibatch"),
         default=_FitDefault("method"),
-        help="training targets: debiased minibatch OT, or Liu et al.'s Algorithm 1 "
-        "(default: %(default)s)",
+        help="training targets: debiased minibatch OT, Liu et al.'s Algorithm 1, or auto: "
+        "minibatch for codes of dimension <= 2, else debiased (default: %(default)s)",
     )
     p.add_argument(
         "--learning-rate",
@@ -721,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--penalty",
         choices=("vector", "norm", "vector_l1"),
-        default=_PenaltyDefault(),
+        default=_MethodDefault("penalty"),
         help="gradient penalty kind (default: %(default)s)",
     )
     p.add_argument(

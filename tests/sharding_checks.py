@@ -158,9 +158,10 @@ def check_ops():
             row,
         ),
     }
+    singles = {}
     for name, (f, args, specs, out_spec) in cases.items():
         t0 = time.perf_counter()
-        single = jax.jit(f)(*args)  # one device: the inputs are not sharded
+        single = singles[name] = jax.jit(f)(*args)  # one device: the inputs are not sharded
         assert len(single.sharding.device_set) == 1, name
         sharded_args = [shard(a, s) for a, s in zip(args, specs, strict=True)]
         compiled = jax.jit(f).lower(*sharded_args).compile()  # one compilation: run and inspect
@@ -181,7 +182,7 @@ def check_ops():
     explicit = jax.make_mesh((NUM_DEVICES,), ("data",))
     assert explicit.axis_types == (AxisType.Explicit,), explicit.axis_types
     for name, (f, args, specs, out_spec) in cases.items():
-        single = jax.jit(f)(*args)
+        single = singles[name]
         sharded_args = [
             jax.device_put(a, NamedSharding(explicit, s)) for a, s in zip(args, specs, strict=True)
         ]

@@ -105,7 +105,7 @@ def test_help(command, tmp_path):
     if command == ["fit"]:
         # Every hyperparameter shows aeot.fit's actual default, read from its signature.
         from latentot import aeot
-        from latentot.aeot.train import DEFAULT_PENALTY
+        from latentot.aeot.train import METHOD_DEFAULTS
 
         defaults = {p.name: p.default for p in inspect.signature(aeot.fit).parameters.values()}
         text = " ".join(proc.stdout.split())  # argparse wraps lines
@@ -117,11 +117,14 @@ def test_help(command, tmp_path):
         ]:
             shown = re.search(re.escape(option) + r" [^(]*\(default: ([^)]*)\)", text)
             assert shown and shown.group(1) == str(defaults[name]), (option, shown)
-        assert f"(default: min(N, {defaults['batch_size']}))" in text
-        # The penalty's default depends on the method: both are shown.
-        assert defaults["penalty"] is None
-        for method, penalty in DEFAULT_PENALTY.items():
-            assert f"{penalty} with --method {method}" in text
+        # The batch size's and the penalty's defaults depend on the method: all are shown.
+        assert defaults["batch_size"] is None and defaults["penalty"] is None
+        per_method = ", ".join(
+            f"{v['batch_size']} with --method {k}" for k, v in METHOD_DEFAULTS.items()
+        )
+        assert f"(default: min(N, {per_method}))" in text
+        for method, values in METHOD_DEFAULTS.items():
+            assert f"{values['penalty']} with --method {method}" in text
 
 
 def test_version(tmp_path):

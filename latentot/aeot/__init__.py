@@ -6,7 +6,7 @@ from latentot.aeot.datasets import eight_gaussians, eight_gaussians_report, w2_e
 from latentot.aeot.lp import BatchLP, BatchLPSolver, solve_batch
 from latentot.aeot.potential import Potential
 from latentot.aeot.sampler import Sampler
-from latentot.aeot.train import TrainingDivergedError, fit
+from latentot.aeot.train import TrainingDivergedError, fit, resolve_method
 from latentot.aeot.trainer import Trainer, TrainState, default_optimizer
 
 __all__ = ["BatchLP", "BatchLPSolver", "solve_batch"]
@@ -22,6 +22,7 @@ __all__ += [
     "eight_gaussians_report",
     "fit",
     "load",
+    "resolve_method",
     "save",
     "w2_exact",
 ]

@@ -203,15 +203,9 @@ class Potential(nnx.Module):
         self.base_matrix[...] = jnp.asarray(matrix).astype(dtype)
         self.base_shift[...] = jnp.asarray(shift).astype(dtype)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Evaluates D.
-
-        Args:
-          x: points ``[..., d]``.
-
-        Returns:
-          ``[...]``, the potential at each point.
-        """
+    def head_values(self, x: jax.Array) -> jax.Array:
+        """The heads ``f_k(x)`` before the maximum, ``[..., d] → [..., heads]`` (in units of
+        ``D / output_scale``, without the base): ``D = output_scale · max_k f_k + base``."""
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"x must have shape [..., {self.dim}], got {x.shape}")
         act = ACTIVATIONS[self.activation]
@@ -225,6 +219,18 @@ class Potential(nnx.Module):
             sq = 0.5 * jnp.sum(x.astype(f.dtype) ** 2, axis=-1, keepdims=True)
             rate = jnp.asarray(self.curvature_rate, f.dtype)
             f = f + sq * (rate * self.head_curvature[...])
+        return f
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Evaluates D.
+
+        Args:
+          x: points ``[..., d]``.
+
+        Returns:
+          ``[...]``, the potential at each point.
+        """
+        f = self.head_values(x)
         if self.heads == 1:
             d = f[..., 0]
         elif self.temperature == 0.0:

@@ -168,6 +168,7 @@ def test_history_callback_and_validation():
         steps=steps,
         batch_size=32,
         potential=SMALL,
+        method="debiased",
         log_every=7,
         validation_codes=held_out,
         callback=lambda step, metrics: calls.append((step, metrics)),
@@ -329,3 +330,27 @@ def test_trainer_core_in_a_user_loop():
         step(state, codes[:10])
     with pytest.raises(ValueError, match="method"):
         aeot.Trainer(graphdef=trainer.graphdef, optimizer=optax.sgd(1.0), method="exact")
+
+
+def test_auto_method_is_minibatch_in_the_plane_and_debiased_above():
+    """``method="auto"`` (the default) resolves by dimension, with each method's own batch size,
+    penalty and potential defaults; the resolved method is what trains."""
+    assert aeot.resolve_method("auto", 1) == aeot.resolve_method("auto", 2) == "minibatch"
+    assert aeot.resolve_method("auto", 3) == aeot.resolve_method("auto", 64) == "debiased"
+    assert aeot.resolve_method("minibatch", 64) == "minibatch"
+    with pytest.raises(ValueError, match="method"):
+        aeot.resolve_method("exact", 2)
+    kw = {"steps": 4, "potential": SMALL, "log_every": 4}
+    for d, method in ((2, "minibatch"), (3, "debiased")):
+        codes = _codes(96, d=d, shift=(3.0, -2.0, 1.0))
+        auto = aeot.fit(jax.random.key(0), codes, **kw)
+        explicit = aeot.fit(jax.random.key(0), codes, method=method, **kw)
+        for a, b in zip(
+            jax.tree.leaves(auto.params), jax.tree.leaves(explicit.params), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+        # Only the debiased method solves the self-transport LP.
+        assert ("lp_self_cost" in auto.history) == (method == "debiased")
+    # The default batch is capped at the number of codes (96 < 512 and < 1024).
+    defaults = train_mod.METHOD_DEFAULTS
+    assert defaults["minibatch"]["batch_size"] == 1024 and defaults["debiased"]["batch_size"] == 512
