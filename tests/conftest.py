@@ -20,3 +20,12 @@ def x64():
     """
     with jax.enable_x64(True):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the modules that hold ``heavy`` tests first, each module's tests still together and
+    in order (their module-scoped fixtures are then built once). Long tasks first is the classic
+    greedy schedule: with two workers the short tests fill in behind the long ones, instead of a
+    long test finishing alone at the end."""
+    heavy = {item.path for item in items if item.get_closest_marker("heavy") is not None}
+    items.sort(key=lambda item: item.path not in heavy)

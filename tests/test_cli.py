@@ -20,6 +20,9 @@ import pytest
 from latentot import cli
 from latentot.digits import demo
 
+# The tests share the module's trained sampler (fixture fit_proc): one worker runs them all.
+pytestmark = pytest.mark.xdist_group("cli")
+
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -289,6 +292,7 @@ def test_demo_heartbeat_without_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.heavy
 def test_fit_resume_after_ctrl_c_equals_the_uninterrupted_run(workdir, sampler_path):
     from latentot import aeot
 
@@ -440,6 +444,7 @@ def test_mismatch_bad_arguments(tmp_path):
 # demo.
 
 
+@pytest.mark.heavy
 def test_demo_fast_end_to_end(tmp_path):
     proc = run("demo", "--fast", "--seeds", 1, "--out", "out", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -73,6 +73,7 @@ SLOW = {"digits_end_to_end.py"}
     [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in _notebooks()],
     ids=lambda p: p.name,
 )
+@pytest.mark.heavy
 def test_notebook_runs_in_fast_mode(path, kernel_spec_manager, monkeypatch):
     monkeypatch.setenv("LATENTOT_FAST", "1")
     # The kernel imports latentot from this checkout even if it is not installed.

@@ -39,6 +39,7 @@ def _run(section: str, devices: int = 8) -> str:
     return proc.stdout
 
 
+@pytest.mark.heavy
 def test_matched_operators_keep_batch_sharding():
     """Every matched operator (and the Cauchy interpolations): output sharded like the input,
     values equal to one device, and no collective that moves the batch; the same under Explicit
@@ -58,6 +59,7 @@ def test_matched_operators_keep_batch_sharding():
     assert out.count("Explicit axes ok") == 11
 
 
+@pytest.mark.heavy
 def test_fit_data_parallel():
     """fit(mesh=...): one device == no mesh; 8 devices run with replicated parameters, sharded
     codes never gathered, gradients averaged over devices, resume with a mesh."""

@@ -88,6 +88,7 @@ def test_merging_is_what_keeps_the_law(prior):
     assert _ks(unmerged, prior) > 3 * KS_MAX
 
 
+@pytest.mark.heavy
 def test_jit_vmap_and_traced_t():
     p = lo.Uniform()
     kf = p.sample(KEY, (3, 5, 8))

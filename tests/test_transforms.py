@@ -27,6 +27,7 @@ INTERPOLATIONS = [lo.lerp, lo.slerp]
 PRIOR_INTERPOLATIONS = [lo.matched_lerp, lo.cauchy_lerp]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("prior", PRIORS, ids=name)
 def test_interpolations_jit_and_vmap_over_t_and_pairs(prior):
     z0, z1 = _pairs(prior)
@@ -44,6 +45,7 @@ def test_interpolations_jit_and_vmap_over_t_and_pairs(prior):
         np.testing.assert_allclose(over_pairs, f(z0, z1, 0.3), rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("prior", NO_UNIFORM, ids=name)
 def test_other_matched_ops_jit_and_vmap(prior):
     z = prior.sample(KEY, (4, 3, D))

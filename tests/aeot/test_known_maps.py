@@ -66,6 +66,7 @@ def _known_map_errors(kind, d, n=4096, **fit_kwargs):
     return errors
 
 
+@pytest.mark.heavy
 def test_known_map_d8_beats_identity_and_linear():
     """Clusters in d = 8, 300 steps at m = 256: L2-UVP at most half the linear map's and a
     fifth of the identity's (measured: identity 40.4, linear 13.4, AE-OT 3.7)."""

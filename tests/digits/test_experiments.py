@@ -14,6 +14,9 @@ from latentot import aeot
 from latentot.diagnostics import ks_distance
 from latentot.digits import demo, experiments, models, scores
 
+# The table tests share the module's trained tables (fixtures liu, agustsson): one worker.
+pytestmark = pytest.mark.xdist_group("digits_experiments")
+
 TINY = experiments.Budget(
     classifier_steps=60,
     autoencoder_steps=20,
@@ -158,6 +161,7 @@ def test_bad_arguments(setting):
 # The tables at tiny budgets.
 
 
+@pytest.mark.heavy
 def test_liu_table(liu, setting):
     table, first = liu
     split, scorer = setting
