@@ -20,9 +20,6 @@ import pytest
 from latentot import cli
 from latentot.digits import demo
 
-# The tests share the module's trained sampler (fixture fit_proc): one worker runs them all.
-pytestmark = pytest.mark.xdist_group("cli")
-
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -43,21 +43,20 @@ __all__ = ["TrainingDivergedError", "fit", "resolve_method"]
 
 #: ``method="auto"`` (the default) trains with Liu et al.'s ``"minibatch"`` algorithm on codes of
 #: at most this dimension and with ``"debiased"`` above it. In the plane a batch LP between
-#: noise and codes is close to the optimal map, and the debiased targets settle on a biased map
-#: of separated clusters (eight Gaussians: 98% within 3σ with ``"minibatch"``, 90% with
-#: ``"debiased"``); from d = 16 on the minibatch assignments are far from the map (L2-UVP 12–33
-#: against 0.06–5.6). The measurements are in ``benchmarks/README.md``.
+#: noise and codes is close to the optimal map, while the debiased targets settle on a biased
+#: map of separated clusters; from d = 16 on the minibatch assignments are far from the map.
+#: The measurements behind the choice are in ``benchmarks/README.md`` (issue 8).
 AUTO_MINIBATCH_MAX_DIM = 2
 
 #: Each method's defaults: LP ``batch_size``, ``penalty``, and the potential's settings on top
-#: of :class:`Potential`'s own defaults.
+#: of :class:`Potential`'s own defaults (reasons measured in ``benchmarks/README.md``).
 #:
-#: * ``"debiased"``: the Bures base, heads that start close to it (``head_spread`` 0.1: with 1,
-#:   the random initial cones cost L2-UVP 0.22 instead of 0.07 on the Gaussian pair in d = 16)
-#:   and per-head curvature; the squared (mean) penalty.
+#: * ``"debiased"``: the Bures base, heads that start close to it (``head_spread`` 0.1: random
+#:   initial cones are a perturbation of the Gaussian map that training must undo) and
+#:   per-head curvature; the squared (mean) penalty.
 #: * ``"minibatch"``: the plain max-of-heads network (heads on random cones, no base), the
-#:   median penalty ``"vector_l1"``, and batches of 1024 (512 measured 94% within 3σ on the
-#:   eight Gaussians, 1024 measured 98%).
+#:   median penalty ``"vector_l1"`` (near a jump of the map the targets come from two
+#:   clusters; the mean lies between them, the median on one side), and batches of 1024.
 METHOD_DEFAULTS = {
     "debiased": {
         "batch_size": 512,

@@ -14,9 +14,6 @@ from latentot import aeot
 from latentot.diagnostics import ks_distance
 from latentot.digits import demo, experiments, models, scores
 
-# The table tests share the module's trained tables (fixtures liu, agustsson): one worker.
-pytestmark = pytest.mark.xdist_group("digits_experiments")
-
 TINY = experiments.Budget(
     classifier_steps=60,
     autoencoder_steps=20,
