@@ -10,7 +10,8 @@ time (wall and process CPU seconds).
 times) are regressed with ∇D of the default potential (squared or median penalty), and the
 k-nearest-neighbour mean of the same pairs is the conditional-mean regressor without a network.
 
-Run: ``python benchmarks/aeot_eight_gaussians.py '{}' '{"method": "debiased"}'`` or
+Run: ``python benchmarks/aeot_eight_gaussians.py '{}' '{"method": "debiased"}' [--figure F.png]``
+(``--figure``: the samples of each configuration side by side, those beyond 3σ in red) or
 ``python benchmarks/aeot_eight_gaussians.py --ceiling``.
 """
 
@@ -54,14 +55,44 @@ def _report(samples, label, seconds=""):
     )
 
 
-def fit_configs(configs):
+def plot(samples_by_label, path):
+    """Scatter of each configuration's samples, the 3σ circles dashed, outliers in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centres = eight_gaussian_centres()
+    n = len(samples_by_label)
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 5), squeeze=False)
+    for ax, (label, s) in zip(axes[0], samples_by_label.items(), strict=True):
+        s = np.asarray(s, np.float64)
+        bad = np.linalg.norm(s[:, None] - centres[None], axis=-1).min(1) > 3
+        ax.scatter(*s[~bad].T, s=2, label="within 3σ of a centre")
+        ax.scatter(*s[bad].T, s=4, c="r", label="beyond 3σ")
+        for c in centres:
+            ax.add_patch(plt.Circle(c, 3, fill=False, ls="--", color="gray"))
+        ax.set_aspect("equal")
+        ax.set_title(f"{label}: {100 * (1 - bad.mean()):.2f}% within 3σ", fontsize=9)
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
+    axes[0][0].legend(loc="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def fit_configs(configs, figure=None):
     codes = _codes()
+    drawn = {}
     for kw in configs:
         t, c = time.perf_counter(), time.process_time()
         sampler = aeot.fit(jax.random.key(0), codes, **kw)
         samples = jax.block_until_ready(sampler.sample(jax.random.key(2), 2000))
         took = f"{time.perf_counter() - t:.0f} s wall, {time.process_time() - c:.0f} s CPU"
         _report(samples, json.dumps(kw), took)
+        drawn[json.dumps(kw) if kw else "defaults"] = samples
+    if figure:
+        plot(drawn, figure)
 
 
 def ceiling(steps=2000):
@@ -113,10 +144,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="*", help="JSON dicts of aeot.fit keywords")
     parser.add_argument("--ceiling", action="store_true", help="the regression ceiling")
+    parser.add_argument("--figure", help="write the samples' scatter plots to this PNG")
     args = parser.parse_args(argv)
     if args.ceiling:
         ceiling()
-    fit_configs([json.loads(c) for c in args.configs] or ([] if args.ceiling else [{}]))
+    configs = [json.loads(c) for c in args.configs] or ([] if args.ceiling else [{}])
+    fit_configs(configs, args.figure)
 
 
 if __name__ == "__main__":
