@@ -115,12 +115,18 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _check_codes(name: str, codes, batch_size: int, mesh: Mesh | None):
-    """Shape, dtype, finiteness and spread checks; returns the codes on device."""
+def _as_matrix(name: str, codes):
+    """``codes`` as an array (NumPy for lists) of rank 2, else a ``ValueError``."""
     if not hasattr(codes, "shape") or not hasattr(codes, "dtype"):
         codes = np.asarray(codes)
     if codes.ndim != 2:
         raise ValueError(f"{name} must have rank 2 [N, d], got shape {codes.shape}")
+    return codes
+
+
+def _check_codes(name: str, codes, batch_size: int, mesh: Mesh | None):
+    """Shape, dtype, finiteness and spread checks; returns the codes on device."""
+    codes = _as_matrix(name, codes)
     if not jnp.issubdtype(codes.dtype, jnp.floating):
         raise ValueError(f"{name} must be floating point, got dtype {codes.dtype}")
     n_codes, dim = codes.shape
@@ -243,10 +249,7 @@ def fit(
         if not ok or value < 0 or (value == 0 and not zero_ok):
             bound = ">= 0" if zero_ok else "> 0"
             raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    if not hasattr(codes, "shape") or not hasattr(codes, "dtype"):
-        codes = np.asarray(codes)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must have rank 2 [N, d], got shape {codes.shape}")
+    codes = _as_matrix("codes", codes)
     method = resolve_method(method, codes.shape[1])
     if batch_size is None:
         per_device = codes.shape[0] // (1 if mesh is None else mesh.size)

@@ -351,6 +351,6 @@ def test_auto_method_is_minibatch_in_the_plane_and_debiased_above():
             np.testing.assert_array_equal(a, b)
         # Only the debiased method solves the self-transport LP.
         assert ("lp_self_cost" in auto.history) == (method == "debiased")
-    # The default batch is capped at the number of codes (96 < 512 and < 1024).
+    # (Each fit above ran with the method's default batch capped at its 96 codes.)
     defaults = train_mod.METHOD_DEFAULTS
     assert defaults["minibatch"]["batch_size"] == 1024 and defaults["debiased"]["batch_size"] == 512
