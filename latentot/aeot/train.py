@@ -48,12 +48,14 @@ __all__ = ["TrainingDivergedError", "fit", "resolve_method"]
 #: The measurements behind the choice are in ``benchmarks/README.md`` (issue 8).
 AUTO_MINIBATCH_MAX_DIM = 2
 
-#: Each method's defaults: LP ``batch_size``, ``penalty``, and the potential's settings on top
-#: of :class:`Potential`'s own defaults (reasons measured in ``benchmarks/README.md``).
+#: Each method's defaults: LP ``batch_size``, ``penalty``, the parameter average's
+#: ``ema_decay`` (:class:`~latentot.aeot.Trainer`) and the potential's settings on top of
+#: :class:`Potential`'s own defaults (reasons measured in ``benchmarks/README.md``).
 #:
 #: * ``"debiased"``: the Bures base, heads that start close to it (``head_spread`` 0.1: random
 #:   initial cones are a perturbation of the Gaussian map that training must undo) and
-#:   per-head curvature; the squared (mean) penalty.
+#:   per-head curvature; the squared (mean) penalty; the sampler returns the moving average
+#:   of the parameters (the last iterate wanders with the noise of the debiased targets).
 #: * ``"minibatch"``: the plain max-of-heads network (heads on random cones, no base), the
 #:   median penalty ``"vector_l1"`` (near a jump of the map the targets come from two
 #:   clusters; the mean lies between them, the median on one side), and batches of 1024.
@@ -61,9 +63,10 @@ METHOD_DEFAULTS = {
     "debiased": {
         "batch_size": 512,
         "penalty": "vector",
+        "ema_decay": 0.998,
         "potential": {"base": True, "head_spread": 0.1, "curvature": True},
     },
-    "minibatch": {"batch_size": 1024, "penalty": "vector_l1", "potential": {}},
+    "minibatch": {"batch_size": 1024, "penalty": "vector_l1", "ema_decay": 0.0, "potential": {}},
 }
 
 #: The penalty of each method when ``penalty=None``.
@@ -164,6 +167,7 @@ def fit(
     lam: float = 1.0,
     penalty: str | None = None,
     lp: Callable | None = None,
+    ema_decay: float | None = None,
     validation_codes: jax.Array | None = None,
     callback: Callable[[int, dict], Any] | None = None,
     log_every: int = 100,
@@ -204,6 +208,10 @@ def fit(
         :class:`~latentot.aeot.BatchLPSolver` ``()``); it must be jittable and hashable and
         return ``assignment`` (and ``phi`` for ``"minibatch"``); ``cost``, ``dual_gap``,
         ``max_violation`` and ``converged`` go to the history when present.
+      ema_decay: decay per step of the moving average of the parameters that the returned
+        sampler uses (bias-corrected; ``0`` returns the last iterate); ``None`` for the
+        method's default (:data:`METHOD_DEFAULTS`: 0.998 for ``"debiased"``, 0 for
+        ``"minibatch"``). Checkpoints carry the average, so a resumed run stays exact.
       validation_codes: held-out codes ``[M, d]``; once per chunk the history records
         ``val_step``, ``val_cost`` (the batch-LP transport cost between pushed noise and held-out
         codes) and ``val_divergence`` (that cost debiased: minus half the costs pushed-vs-pushed
@@ -255,6 +263,11 @@ def fit(
         per_device = codes.shape[0] // (1 if mesh is None else mesh.size)
         batch_size = max(1, min(METHOD_DEFAULTS[method]["batch_size"], per_device))
     penalty = DEFAULT_PENALTY[method] if penalty is None else penalty
+    if ema_decay is None:
+        ema_decay = METHOD_DEFAULTS[method]["ema_decay"]
+    ok = isinstance(ema_decay, (int, float, np.floating)) and not isinstance(ema_decay, bool)
+    if not ok or not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be a number in [0, 1), got {ema_decay!r}")
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
@@ -295,6 +308,7 @@ def fit(
         "batch_size": int(batch_size),
         "lam": float(lam),
         "penalty": penalty,
+        "ema_decay": float(ema_decay),
         "lp": repr(lp),
         "optimizer": "custom" if optimizer is not None else f"default({float(learning_rate)!r})",
     }
@@ -311,6 +325,7 @@ def fit(
         penalty=penalty,
         scale=float(f"{spread:.6g}"),  # (rounded: one device and a mesh agree)
         axes=axes,
+        ema_decay=float(ema_decay),
     )
 
     # ---- state ------------------------------------------------------------------------------
@@ -441,7 +456,7 @@ def _validate(trainer: Trainer, state: TrainState, held_out, key):
     m = min(trainer.batch_size, held_out.shape[0] // 2)
     d = held_out.shape[1]
     k1, k2, k3 = jax.random.split(key, 3)
-    model = trainer.model(state)
+    model = trainer.model(state, averaged=True)
     u = _transport(model, state.prior.sample(k1, (m, d), held_out.dtype).astype(held_out.dtype))
     u2 = _transport(model, state.prior.sample(k2, (m, d), held_out.dtype).astype(held_out.dtype))
     perm = jax.random.permutation(k3, held_out.shape[0])[: 2 * m]
@@ -543,6 +558,7 @@ def _save_training(path, settings, config, state: TrainState, history):
     arrays = (
         _ckpt.tree_to_arrays("params", variables)
         | _ckpt.tree_to_arrays("opt", state.opt_state)
+        | ({} if state.average is None else _ckpt.tree_to_arrays("average", state.average))
         | prior_arrays
         | {"key": key_data}
         | {f"history/{k}": v for k, v in history.items()}
@@ -577,9 +593,14 @@ def _load_training(path, settings: dict, config: dict | None, state: TrainState)
     variables = _ckpt.arrays_to_tree("params", template, arrays, path)
     params, rest = nnx.split_state(variables, nnx.Param, ...)
     opt_state = _ckpt.arrays_to_tree("opt", state.opt_state, arrays, path)
+    average = state.average
+    if average is not None:
+        average = _ckpt.arrays_to_tree("average", average, arrays, path)
     key = _key_from_meta(meta["key"], arrays["key"])
     step = jnp.asarray(int(meta["step"]), jnp.int32)
-    new = dataclasses.replace(state, params=params, rest=rest, opt_state=opt_state, key=key)
+    new = dataclasses.replace(
+        state, params=params, rest=rest, opt_state=opt_state, average=average, key=key
+    )
     return dataclasses.replace(new, step=step), _ckpt.history_from_arrays(arrays)
 
 

@@ -47,6 +47,9 @@ class TrainState:
       key: PRNG key of the run; step ``s`` draws with ``fold_in(key, s)``.
       step: [] int32, the number of steps taken.
       prior: the noise prior.
+      average: the exponential moving average of ``params`` before bias correction (zeros at
+        step 0), or ``None`` when the trainer keeps no average (see
+        :meth:`Trainer.averaged_params`).
     """
 
     params: Any
@@ -55,6 +58,7 @@ class TrainState:
     key: jax.Array
     step: jax.Array
     prior: Any
+    average: Any = None
 
 
 @functools.cache  # equal settings give the same object, so fit calls share one compilation
@@ -91,6 +95,12 @@ class Trainer:
         codes' spread.
       axes: mesh axis names when the step runs per device inside ``shard_map`` (gradients and
         statistics are then averaged over them), else ``None``.
+      ema_decay: keep an exponential moving average of the parameters with this decay per
+        step (bias-corrected, so it holds no weight on the initial parameters); the sampler
+        of a state (:meth:`sampler`) then uses the average, while the steps themselves
+        (the pushed noise of ``"debiased"``) use the current parameters. ``0`` keeps no
+        average. The debiased targets are noisy, and the last iterate of a run wanders around
+        the map they define; the average settles on it (``benchmarks/README.md``).
     """
 
     graphdef: Any
@@ -102,8 +112,11 @@ class Trainer:
     penalty: str = "vector"
     scale: float = 1.0
     axes: tuple[str, ...] | None = None
+    ema_decay: float = 0.0
 
     def __post_init__(self):
+        if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.penalty not in PENALTIES:
@@ -121,16 +134,35 @@ class Trainer:
             key=rng,
             step=jnp.zeros((), jnp.int32),
             prior=prior,
+            average=jax.tree_util.tree_map(jnp.zeros_like, params) if self.ema_decay else None,
         )
 
-    def model(self, state: TrainState) -> nnx.Module:
-        """The potential with the state's variables."""
-        return nnx.merge(self.graphdef, state.params, state.rest)
+    def model(self, state: TrainState, *, averaged: bool = False) -> nnx.Module:
+        """The potential with the state's variables (``averaged``: with
+        :meth:`averaged_params` instead of the current parameters)."""
+        params = self.averaged_params(state) if averaged else state.params
+        return nnx.merge(self.graphdef, params, state.rest)
+
+    def averaged_params(self, state: TrainState) -> Any:
+        """The bias-corrected moving average of the parameters,
+        ``average / (1 − ema_decay^step)``; the current parameters when the trainer keeps no
+        average or no step was taken."""
+        if state.average is None or not self.ema_decay:
+            return state.params
+        step = jnp.maximum(state.step, 1)
+        debias = 1.0 - jnp.asarray(self.ema_decay, jnp.float32) ** step.astype(jnp.float32)
+
+        def correct(avg, p):
+            return jnp.where(state.step > 0, avg / debias.astype(avg.dtype), p)
+
+        return jax.tree_util.tree_map(correct, state.average, state.params)
 
     def sampler(self, state: TrainState, history=None, *, dim: int | None = None) -> Sampler:
-        """The :class:`~latentot.aeot.Sampler` of a state (``dim``: the latent dimension, for a
-        user module that does not say)."""
-        return Sampler.from_potential(self.model(state), state.prior, history, dim=dim)
+        """The :class:`~latentot.aeot.Sampler` of a state, with the averaged parameters when
+        the trainer keeps an average (``dim``: the latent dimension, for a user module that
+        does not say)."""
+        model = self.model(state, averaged=True)
+        return Sampler.from_potential(model, state.prior, history, dim=dim)
 
     def step(self, state: TrainState, codes: jax.Array) -> tuple[TrainState, dict]:
         """One training step on ``codes`` [N, d] (the local shard with a mesh).
@@ -180,10 +212,20 @@ class Trainer:
         with third_party_promotion():  # optax's Adam mixes a Python float and the int32 count
             updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        average = state.average
+        if average is not None and self.ema_decay:
+            decay = self.ema_decay
+            average = jax.tree_util.tree_map(
+                lambda a, p: decay * a + (1.0 - decay) * p.astype(a.dtype), average, params
+            )
         leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]
         stats["finite"] = jnp.isfinite(loss) & jnp.all(jnp.stack(leaves))
         new = dataclasses.replace(
-            state, params=params, opt_state=opt_state, step=state.step + jnp.ones_like(state.step)
+            state,
+            params=params,
+            opt_state=opt_state,
+            average=average,
+            step=state.step + jnp.ones_like(state.step),
         )
         return new, stats
 

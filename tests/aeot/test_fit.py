@@ -1,5 +1,6 @@
 """Training: sign conventions, the loss, validation, divergence, history, callbacks, resume."""
 
+import dataclasses
 import shutil
 
 import jax
@@ -249,7 +250,8 @@ def test_user_module_is_trained_as_given():
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
-    kwargs = {"steps": 24, "batch_size": 32, "potential": SMALL, "log_every": 8}
+    # ema_decay: the checkpoint must carry the parameter average too.
+    kwargs = {"steps": 24, "batch_size": 32, "potential": SMALL, "log_every": 8, "ema_decay": 0.9}
     codes = _codes(96)
     full = aeot.fit(jax.random.key(3), codes, **kwargs)
 
@@ -330,6 +332,46 @@ def test_trainer_core_in_a_user_loop():
         step(state, codes[:10])
     with pytest.raises(ValueError, match="method"):
         aeot.Trainer(graphdef=trainer.graphdef, optimizer=optax.sgd(1.0), method="exact")
+
+
+def test_sampler_uses_the_bias_corrected_parameter_average():
+    """With ``ema_decay = δ`` the sampler's parameters are Σ_i (1 − δ) δ^(k−i) p_i / (1 − δ^k)
+    over the iterates p_1 … p_k (no weight on the initial parameters); ``0`` gives p_k."""
+    potential = aeot.Potential(2, width=8, depth=1, heads=2, rngs=0)
+    codes = _codes(128)
+    delta, k = 0.7, 5
+    trainer = aeot.Trainer(
+        graphdef=nnx.graphdef(potential),
+        optimizer=optax.adam(1e-1),
+        batch_size=64,
+        ema_decay=delta,
+    )
+    plain = dataclasses.replace(trainer, ema_decay=0.0)
+    state = trainer.init(jax.random.key(0), potential, Gaussian())
+    np.testing.assert_array_equal(  # before any step: the initial parameters
+        _flat(trainer.averaged_params(state)), _flat(state.params)
+    )
+    step = jax.jit(trainer.step)
+    iterates = []
+    for _ in range(k):
+        state, _ = step(state, codes)
+        iterates.append(_flat(state.params))
+    w = (1 - delta) * delta ** np.arange(k - 1, -1, -1)
+    want = (w[:, None] * np.stack(iterates)).sum(0) / (1 - delta**k)
+    np.testing.assert_allclose(_flat(trainer.averaged_params(state)), want, rtol=1e-5, atol=1e-6)
+    assert np.abs(want - iterates[-1]).max() > 1e-3  # the average is not the last iterate
+    # The sampler carries the average (this potential has no fixed variables).
+    np.testing.assert_allclose(_flat(trainer.sampler(state).params), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(_flat(plain.averaged_params(state)), iterates[-1])
+    for bad in (1.0, -0.1, "0.9"):
+        with pytest.raises(ValueError, match="ema_decay"):
+            dataclasses.replace(trainer, ema_decay=bad)
+        with pytest.raises(ValueError, match="ema_decay"):
+            aeot.fit(jax.random.key(0), codes, steps=2, ema_decay=bad)
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(tree)])
 
 
 def test_auto_method_is_minibatch_in_the_plane_and_debiased_above():
