@@ -1,59 +1,24 @@
-"""``latentot demo`` end to end: figures, report and tables, through the CLI.
+"""``latentot demo --fast`` end to end: figures, report and tables, through the CLI.
 
-Two runs of the same checks:
-
-* in CI, ``latentot.cli.main`` in this process with ``Budget.fast()`` shrunk to a budget of a
-  few training steps per model (the pipeline, the report and the progress lines are the same;
-  the models are worse, and the checks below do not depend on their quality);
-* ``-m slow``, the installed ``latentot demo --fast`` in a subprocess (two minutes).
-
-In its own module (not tests/test_cli.py) so that pytest-xdist's ``--dist loadfile`` can run it
-beside the other CLI tests.
+The longest test of the suite (100–130 s, nearly all of it XLA compilations of the demo's
+models; a budget of fewer steps measured barely faster), so it is a ``slow`` test, run by hand
+before a release. In CI the demo's parts are covered by ``tests/digits`` (the tables at tiny
+budgets, the claims) and ``tests/test_cli.py`` (the demo's progress lines and output checks).
 """
 
-import dataclasses
 import json
 import re
-import types
 
 import pytest
 
-from latentot import cli
 from latentot.digits import demo
-from latentot.digits.budget import Budget
 from tests.test_cli import PNG, run
-
-# The fast budget with fewer training steps and samples (the scorer keeps its 300 steps: the
-# held-out digits must still score above 8).
-SMOKE = dataclasses.replace(
-    Budget.fast(),
-    autoencoder_steps=30,
-    vae_steps=30,
-    gan_steps=10,
-    aeot_steps=10,
-    mismatch_samples=1000,
-    figure_samples=5000,
-)
-
-
-@pytest.mark.heavy
-def test_demo_end_to_end_in_process(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Budget, "fast", classmethod(lambda cls: SMOKE))
-    status = cli.main(["demo", "--fast", "--seeds", "1", "--out", "out"])
-    captured = capsys.readouterr()
-    assert status == 0, captured.err
-    _check_demo_output(tmp_path, types.SimpleNamespace(stdout=captured.out, stderr=captured.err))
 
 
 @pytest.mark.slow
 def test_demo_fast_end_to_end(tmp_path):
     proc = run("demo", "--fast", "--seeds", 1, "--out", "out", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    _check_demo_output(tmp_path, proc)
-
-
-def _check_demo_output(tmp_path, proc):
     assert "Traceback" not in proc.stderr
     out = tmp_path / "out"
     for name in demo.FIGURES:

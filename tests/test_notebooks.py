@@ -63,17 +63,12 @@ def test_notebooks_found():
     assert set(EXPECTED) <= names
 
 
-# The digits notebook trains the same models and draws the same figures as `latentot demo
-# --fast`, which tests/test_cli.py runs end to end; it is run by hand (-m slow) to keep CI short.
-SLOW = {"digits_end_to_end.py"}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in _notebooks()],
-    ids=lambda p: p.name,
-)
-@pytest.mark.heavy
+# Each notebook takes 30–40 s even in fast mode (a kernel start and the XLA compilations of
+# everything it shows), which the 10-minute CI cannot afford: they are run by hand (-m slow),
+# before a release and after any change to the code a notebook calls. What they call is tested
+# in CI by the library's own tests.
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+@pytest.mark.slow
 def test_notebook_runs_in_fast_mode(path, kernel_spec_manager, monkeypatch):
     monkeypatch.setenv("LATENTOT_FAST", "1")
     # The kernel imports latentot from this checkout even if it is not installed.

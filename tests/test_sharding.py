@@ -39,7 +39,7 @@ def _run(section: str, devices: int = 8) -> str:
     return proc.stdout
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # 50–75 s; the data-parallel fit below stays in CI
 def test_matched_operators_keep_batch_sharding():
     """Every matched operator (and the Cauchy interpolations): output sharded like the input,
     values equal to one device, and no collective that moves the batch; the same under Explicit
