@@ -1,7 +1,10 @@
-"""The ``latentot`` command line, run as ``python -m latentot`` in subprocesses.
+"""The ``latentot`` command line, run as ``python -m latentot`` in subprocesses where the
+process matters (the installed entry point, a trained sampler, Ctrl-C, argparse's exits) and as
+``cli.main`` in this process elsewhere (each subprocess pays an interpreter start and its own
+XLA compilations).
 
-Each run gets the repository root on ``PYTHONPATH``, so the tests work whether or not latentot
-is installed in the interpreter running them.
+Each subprocess run gets the repository root on ``PYTHONPATH``, so the tests work whether or
+not latentot is installed in the interpreter running them.
 """
 
 import errno
@@ -151,7 +154,11 @@ def test_missing_subcommand_is_a_usage_error(tmp_path):
 # fit and sample.
 
 
-def test_fit_and_sample(workdir, sampler_path, codes):
+def test_fit_and_sample(workdir, sampler_path, codes, capsys, monkeypatch):
+    # The sampler was trained by `python -m latentot fit` (fit_proc); sampling runs in process.
+    def run(*args, cwd):
+        return run_in_process(*args, cwd=cwd, capsys=capsys, monkeypatch=monkeypatch)
+
     proc = run("sample", sampler_path, "-n", 1000, "--out", "x.npy", "--seed", 1, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     x = np.load(workdir / "x.npy")
@@ -169,8 +176,8 @@ def test_fit_and_sample(workdir, sampler_path, codes):
     assert not list(workdir.glob(".*.tmp"))
 
 
-def test_fit_npz_with_key(workdir, codes):
-    proc = run(
+def test_fit_npz_with_key(workdir, codes, capsys, monkeypatch):
+    proc = run_in_process(
         "fit",
         "codes.npz",
         "--key",
@@ -182,6 +189,8 @@ def test_fit_npz_with_key(workdir, codes):
         "--prior",
         "uniform",
         cwd=workdir,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     assert proc.returncode == 0, proc.stderr
     from latentot import aeot
@@ -348,10 +357,11 @@ def jax_leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def test_failed_writes_are_one_line_errors(workdir, sampler_path):
+def test_failed_writes_are_one_line_errors(workdir, sampler_path, capsys, monkeypatch):
     # A path the checks accept (its directory exists) but the kernel refuses.
+    args = ("sample", sampler_path, "-n", 10, "--out", "/proc/x.npy")
     assert_user_error(
-        run("sample", sampler_path, "-n", 10, "--out", "/proc/x.npy", cwd=workdir),
+        run_in_process(*args, cwd=workdir, capsys=capsys, monkeypatch=monkeypatch),
         "cannot write --out '/proc/x.npy'",
     )
 
@@ -400,9 +410,9 @@ def test_full_disk_keeps_the_trained_sampler(workdir, codes, monkeypatch, capsys
 # mismatch.
 
 
-def test_mismatch_uniform(tmp_path):
+def test_mismatch_uniform(tmp_path, capsys, monkeypatch):
     args = ["--prior", "uniform", "--dim", 12, "-n", 4000, "--out", "m"]
-    proc = run("mismatch", *args, cwd=tmp_path)
+    proc = run_in_process("mismatch", *args, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 0, proc.stderr
     for word in ("Uniform prior, d = 12", "linear", "slerp", "matched", "ks"):
         assert word in proc.stdout
@@ -416,8 +426,9 @@ def test_mismatch_uniform(tmp_path):
     assert (tmp_path / "m" / "mismatch_uniform_d12.png").read_bytes().startswith(PNG)
 
 
-def test_mismatch_cauchy_heavy_tails(tmp_path):
-    proc = run("mismatch", "--prior", "cauchy", "--dim", 4, "-n", 2000, "--out", ".", cwd=tmp_path)
+def test_mismatch_cauchy_heavy_tails(tmp_path, capsys, monkeypatch):
+    args = ["--prior", "cauchy", "--dim", 4, "-n", 2000, "--out", "."]
+    proc = run_in_process("mismatch", *args, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
     assert proc.returncode == 0, proc.stderr
     assert "Cauchy prior, d = 4" in proc.stdout
     assert (tmp_path / "mismatch_cauchy_d4.png").read_bytes().startswith(PNG)
