@@ -37,7 +37,7 @@ from latentot.aeot.potential import Potential
 from latentot.aeot.sampler import Sampler
 from latentot.aeot.sampler import transport as _transport
 from latentot.aeot.targets import METHODS
-from latentot.aeot.trainer import Trainer, TrainState, default_optimizer
+from latentot.aeot.trainer import Trainer, TrainState, check_ema_decay, default_optimizer
 
 __all__ = ["TrainingDivergedError", "fit", "resolve_method"]
 
@@ -263,11 +263,9 @@ def fit(
         per_device = codes.shape[0] // (1 if mesh is None else mesh.size)
         batch_size = max(1, min(METHOD_DEFAULTS[method]["batch_size"], per_device))
     penalty = DEFAULT_PENALTY[method] if penalty is None else penalty
-    if ema_decay is None:
-        ema_decay = METHOD_DEFAULTS[method]["ema_decay"]
-    ok = isinstance(ema_decay, (int, float, np.floating)) and not isinstance(ema_decay, bool)
-    if not ok or not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be a number in [0, 1), got {ema_decay!r}")
+    ema_decay = check_ema_decay(
+        METHOD_DEFAULTS[method]["ema_decay"] if ema_decay is None else ema_decay
+    )
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
@@ -308,7 +306,7 @@ def fit(
         "batch_size": int(batch_size),
         "lam": float(lam),
         "penalty": penalty,
-        "ema_decay": float(ema_decay),
+        "ema_decay": ema_decay,
         "lp": repr(lp),
         "optimizer": "custom" if optimizer is not None else f"default({float(learning_rate)!r})",
     }
@@ -325,7 +323,7 @@ def fit(
         penalty=penalty,
         scale=float(f"{spread:.6g}"),  # (rounded: one device and a mesh agree)
         axes=axes,
-        ema_decay=float(ema_decay),
+        ema_decay=ema_decay,
     )
 
     # ---- state ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -74,6 +75,14 @@ def default_optimizer(
 _DEFAULT_LP = BatchLPSolver()
 
 
+def check_ema_decay(value) -> float:
+    """``value`` as a float in [0, 1), else a ``ValueError`` naming ``ema_decay``."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not 0.0 <= value < 1.0:
+        raise ValueError(f"ema_decay must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Trainer:
@@ -115,8 +124,7 @@ class Trainer:
     ema_decay: float = 0.0
 
     def __post_init__(self):
-        if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
-            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+        check_ema_decay(self.ema_decay)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.penalty not in PENALTIES:
