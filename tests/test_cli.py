@@ -297,7 +297,9 @@ def test_demo_heartbeat_without_a_terminal(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.heavy
+# Two CLI subprocesses that each compile and train (30–37 s): run by hand with -m slow. Exact
+# resume itself is checked in CI by tests/aeot/test_fit.py::test_resume_matches_uninterrupted_run.
+@pytest.mark.slow
 def test_fit_resume_after_ctrl_c_equals_the_uninterrupted_run(workdir, sampler_path):
     from latentot import aeot
 
@@ -341,7 +343,9 @@ def test_fit_resume_after_ctrl_c_equals_the_uninterrupted_run(workdir, sampler_p
     a, b = aeot.load(sampler_path), aeot.load(ckpt)
     for x, y in zip(jax_leaves(a.params), jax_leaves(b.params), strict=True):
         np.testing.assert_array_equal(x, y)
-    # --resume needs an existing checkpoint.
+
+
+def test_resume_needs_an_existing_checkpoint(workdir, codes):
     assert_user_error(
         run(*FIT, "--out", "x.aeot", "--resume", cwd=workdir), "--resume needs --checkpoint"
     )
