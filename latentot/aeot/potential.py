@@ -86,6 +86,10 @@ class Potential(nnx.Module):
         0), so that each cell of the maximum can rescale its noise: the map on cell k is
         ``(A + γ_k I) x + …``. On clustered codes the Bures base stretches every cell to the
         codes' overall spread, and γ_k lets a cell shrink back to its cluster's.
+      quadratic: add one learnable quadratic ``½ xᵀ (curvature_rate · M) x``, M symmetric
+        ``[d, d]`` and starting at 0, shared by all heads: a linear part of the map that the
+        training learns (the Bures ``base`` is fixed, from the codes' moments). With it the map
+        is ``(I + curvature_rate · M + …) x + …`` on every cell.
       curvature_rate: the quadratic is ``½ (curvature_rate · γ_k) ‖x‖²``: Adam moves a
         parameter by about the learning rate per step, and a cell may need to undo most of the
         base's stretch, so γ_k is given a larger step than the other parameters.
@@ -108,6 +112,7 @@ class Potential(nnx.Module):
         head_spread: float = 1.0,
         curvature: bool = False,
         curvature_rate: float = 4.0,
+        quadratic: bool = False,
         output_scale: float = 1.0,
         base: bool = False,
         rngs: nnx.Rngs | int = 0,
@@ -138,6 +143,7 @@ class Potential(nnx.Module):
         if not (isinstance(curvature_rate, (int, float)) and curvature_rate > 0):
             raise ValueError(f"curvature_rate must be a positive number, got {curvature_rate!r}")
         self.curvature_rate = float(curvature_rate)
+        self.quadratic = bool(quadratic)
         self.output_scale = float(output_scale)
         self.param_dtype = jnp.dtype(param_dtype).name
         self.base = bool(base)
@@ -160,6 +166,9 @@ class Potential(nnx.Module):
         self.head_curvature = (
             nnx.Param(jnp.zeros((heads,), param_dtype)) if self.curvature else None
         )
+        self.shared_quadratic = (
+            nnx.Param(jnp.zeros((dim, dim), param_dtype)) if self.quadratic else None
+        )
         if skip and heads > 1:
             u = jax.random.normal(rngs.params(), (dim, heads), param_dtype)
             u = u / jnp.linalg.norm(u, axis=0, keepdims=True)
@@ -180,6 +189,7 @@ class Potential(nnx.Module):
             "head_spread": self.head_spread,
             "curvature": self.curvature,
             "curvature_rate": self.curvature_rate,
+            "quadratic": self.quadratic,
             "output_scale": self.output_scale,
             "base": self.base,
             "param_dtype": self.param_dtype,
@@ -219,6 +229,12 @@ class Potential(nnx.Module):
             sq = 0.5 * jnp.sum(x.astype(f.dtype) ** 2, axis=-1, keepdims=True)
             rate = jnp.asarray(self.curvature_rate, f.dtype)
             f = f + sq * (rate * self.head_curvature[...])
+        if self.quadratic:
+            xs = x.astype(f.dtype)
+            m = self.shared_quadratic[...]
+            m = 0.5 * (m + m.T) * jnp.asarray(self.curvature_rate, f.dtype)
+            mx = jnp.einsum("...i,ij->...j", xs, m, precision=jax.lax.Precision.HIGHEST)
+            f = f + 0.5 * jnp.sum(xs * mx, axis=-1, keepdims=True)
         return f
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -109,3 +109,38 @@ def test_output_scale_and_skip():
     np.testing.assert_allclose(b.gradient(x), 2.5 * a.gradient(x), rtol=1e-5)
     with pytest.raises(ValueError, match="output_scale"):
         aeot.Potential(3, output_scale=0.0)
+
+
+def test_curvature_and_shared_quadratic_give_the_closed_form_linear_map():
+    """With the network's output zeroed, head k's map is the closed form
+    ``∇D(x) = s · rate · (γ_k I + sym(M)) x`` (s the output scale); the shared quadratic M
+    (``quadratic=True``) is one symmetric matrix for all heads, a parameter that training moves."""
+    d, rate, s = 3, 2.5, 1.5
+    pot = aeot.Potential(
+        d,
+        width=4,
+        depth=1,
+        heads=2,
+        curvature=True,
+        quadratic=True,
+        curvature_rate=rate,
+        output_scale=s,
+        rngs=nnx.Rngs(0),
+    )
+    assert pot.config["quadratic"] and aeot.Potential(**pot.config).quadratic
+    assert {"head_curvature", "shared_quadratic"} <= set(nnx.state(pot, nnx.Param).keys())
+    pot.out.kernel[...] = jnp.zeros_like(pot.out.kernel[...])
+    pot.out.bias[...] = jnp.zeros_like(pot.out.bias[...])
+    pot.linear.kernel[...] = jnp.zeros_like(pot.linear.kernel[...])
+    gamma = np.array([0.3, -0.2], np.float32)
+    m = np.arange(9, dtype=np.float32).reshape(3, 3) / 10.0  # not symmetric: only sym(M) acts
+    pot.head_curvature[...] = jnp.asarray(gamma)
+    pot.shared_quadratic[...] = jnp.asarray(m)
+    x = jax.random.normal(jax.random.key(1), (5, d))
+    sym = 0.5 * (m + m.T)
+    xs = np.asarray(x, np.float64)
+    # the larger quadratic wins the maximum: head 0 where γ_0 > γ_1, i.e. everywhere but 0
+    want = s * rate * (gamma[0] * xs + xs @ sym)
+    np.testing.assert_allclose(pot.gradient(x), want, rtol=1e-5, atol=1e-5)
+    value = s * rate * 0.5 * (gamma[0] * np.sum(xs**2, -1) + np.einsum("ni,ij,nj->n", xs, sym, xs))
+    np.testing.assert_allclose(pot(x), value, rtol=1e-5, atol=1e-5)
