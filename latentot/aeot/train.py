@@ -56,9 +56,12 @@ AUTO_MINIBATCH_MAX_DIM = 2
 #:   initial cones are a perturbation of the Gaussian map that training must undo) and
 #:   per-head curvature; the squared (mean) penalty; the sampler returns the moving average
 #:   of the parameters (the last iterate wanders with the noise of the debiased targets).
-#: * ``"minibatch"``: the plain max-of-heads network (heads on random cones, no base), the
-#:   median penalty ``"vector_l1"`` (near a jump of the map the targets come from two
-#:   clusters; the mean lies between them, the median on one side), and batches of 1024.
+#: * ``"minibatch"``: the max-of-heads network (heads on random cones, no base) with one
+#:   learnable quadratic shared by the heads (``quadratic``: the linear part of the map; a
+#:   ReLU network's gradient is piecewise constant, and without it Gaussian codes in the plane
+#:   measured an L2-UVP of 3.05 against the linear map's 0.001), the median penalty
+#:   ``"vector_l1"`` (near a jump of the map the targets come from two clusters; the mean lies
+#:   between them, the median on one side), and batches of 1024.
 METHOD_DEFAULTS = {
     "debiased": {
         "batch_size": 512,
@@ -66,7 +69,12 @@ METHOD_DEFAULTS = {
         "ema_decay": 0.998,
         "potential": {"base": True, "head_spread": 0.1, "curvature": True},
     },
-    "minibatch": {"batch_size": 1024, "penalty": "vector_l1", "ema_decay": 0.0, "potential": {}},
+    "minibatch": {
+        "batch_size": 1024,
+        "penalty": "vector_l1",
+        "ema_decay": 0.0,
+        "potential": {"quadratic": True},
+    },
 }
 
 #: The penalty of each method when ``penalty=None``.
@@ -191,7 +199,8 @@ def fit(
         1024 for ``"minibatch"``), capped at the number of codes (per device).
       potential: ``None`` for the method's default :class:`Potential` (a max of 16 heads,
         scaled to the codes' spread; for ``"debiased"`` with per-head curvature on a Bures
-        base fitted to the codes and the prior, :data:`METHOD_DEFAULTS`); a dict of
+        base fitted to the codes and the prior, for ``"minibatch"`` with a learnable shared
+        quadratic, :data:`METHOD_DEFAULTS`); a dict of
         :class:`Potential` keyword arguments overriding those defaults; or an NNX module
         ``D: [m, d] → [m]`` (a :class:`Potential` or any other), trained as given, starting
         from its current variables, and returned in the sampler.

@@ -397,3 +397,6 @@ def test_auto_method_is_minibatch_in_the_plane_and_debiased_above():
     # (Each fit above ran with the method's default batch capped at its 96 codes.)
     defaults = train_mod.METHOD_DEFAULTS
     assert defaults["minibatch"]["batch_size"] == 1024 and defaults["debiased"]["batch_size"] == 512
+    assert auto.model.quadratic is False and explicit.model.base is True  # (d = 3: debiased)
+    planar = aeot.fit(jax.random.key(0), _codes(96, d=2), **kw)
+    assert planar.model.quadratic is True and planar.model.base is False

@@ -41,11 +41,11 @@ def test_eight_gaussians_requirement():
     assert report["w2_ratio"] <= 2.0
 
 
-#: Liu et al.'s algorithm with the max-of-heads potential and no Bures base (the minibatch
-#: method's default potential), at its old batch size (512) and the median penalty.
+#: Liu et al.'s algorithm with the plain max-of-heads potential (no Bures base, no learnable
+#: quadratic) and the median penalty.
 LIU = {
     "method": "minibatch",
-    "potential": {"base": False, "curvature": False, "head_spread": 1.0},
+    "potential": {"base": False, "curvature": False, "quadratic": False, "head_spread": 1.0},
 }
 
 
