@@ -15,7 +15,8 @@ Methods, all in the same process on the same codes:
 * ``aeot`` — :func:`latentot.aeot.fit` with library defaults (``method="auto"``: Liu et al.'s
   ``"minibatch"`` for d ≤ 2, ``"debiased"`` above);
 * ``aeot-minibatch`` — ``fit(method="minibatch")``, Liu et al.'s Algorithm 1 with that method's
-  defaults (batch 1024, median penalty, the plain max-of-heads potential);
+  defaults (batch 1024, median penalty, the max-of-heads potential with a learnable shared
+  quadratic);
 * ``identity`` — x ↦ x;
 * ``linear`` — the Bures map fitted to the codes' mean and covariance
   (:func:`latentot.aeot.bures_map`);
