@@ -61,7 +61,15 @@ def test_matched_operators_keep_batch_sharding():
 
 @pytest.mark.heavy
 def test_fit_data_parallel():
-    """fit(mesh=...): one device == no mesh; 8 devices run with replicated parameters, sharded
-    codes never gathered, gradients averaged over devices, resume with a mesh."""
-    out = _run("fit")
+    """fit(mesh=...): one device == no mesh; 2 devices run with replicated parameters, sharded
+    codes never gathered, gradients averaged over devices, resume with a mesh (2 devices in CI:
+    the same checks as 8, with cheaper compilations; 8 devices in the slow test below)."""
+    out = _run("fit", devices=2)
+    assert "resume with a mesh == uninterrupted" in out
+
+
+@pytest.mark.slow  # 45 s on a 2-core machine
+def test_fit_data_parallel_on_8_devices():
+    """The data-parallel checks of ``test_fit_data_parallel`` on 8 simulated devices."""
+    out = _run("fit", devices=8)
     assert "resume with a mesh == uninterrupted" in out

@@ -101,7 +101,7 @@ def test_jit_vmap_and_traced_t():
     # vmap over a batch of keyframe sets = the batch as a leading axis of the latents
     per_set = jax.vmap(lambda k: lo.spline(k, t), in_axes=1, out_axes=1)(kf)
     np.testing.assert_allclose(per_set, lo.spline(kf, t), rtol=1e-6, atol=1e-6)
-    per_set = jax.vmap(lambda k: lo.matched_spline(p, k, t), in_axes=1, out_axes=1)(kf)
+    per_set = jax.jit(jax.vmap(lambda k: lo.matched_spline(p, k, t), in_axes=1, out_axes=1))(kf)
     np.testing.assert_allclose(per_set, eager, rtol=1e-5, atol=1e-5)
     # traced t outside [0, K - 1] holds the end keyframes (documented), never NaN
     ends = jax.jit(lambda s: lo.matched_spline(p, kf, s))(jnp.asarray([-0.5, 2.5]))
