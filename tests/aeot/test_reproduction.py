@@ -49,6 +49,7 @@ LIU = {
 }
 
 
+@pytest.mark.slow  # 16 s; CI trains the minibatch method in tests/aeot/test_fit.py
 def test_eight_gaussians_fast():
     """Liu et al.'s algorithm (``LIU``), 300 steps at m = 256, must already separate the
     clusters.
