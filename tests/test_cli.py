@@ -127,6 +127,10 @@ def test_help(command, tmp_path):
         assert f"(default: min(N, {per_method}))" in text
         for method, values in METHOD_DEFAULTS.items():
             assert f"{values['penalty']} with --method {method}" in text
+        # ... and what auto means is the library's own threshold.
+        from latentot.aeot.train import AUTO_MINIBATCH_MAX_DIM
+
+        assert f"minibatch for codes of dimension <= {AUTO_MINIBATCH_MAX_DIM}," in text
 
 
 def test_version(tmp_path):
