@@ -397,6 +397,12 @@ def test_auto_method_is_minibatch_in_the_plane_and_debiased_above():
     # (Each fit above ran with the method's default batch capped at its 96 codes.)
     defaults = train_mod.METHOD_DEFAULTS
     assert defaults["minibatch"]["batch_size"] == 1024 and defaults["debiased"]["batch_size"] == 512
-    assert auto.model.quadratic is False and explicit.model.base is True  # (d = 3: debiased)
+    assert auto.model.base is True and auto.model.curvature is True  # (d = 3: debiased)
+    # The debiased method's shared quadratic is on up to DEBIASED_QUADRATIC_MAX_DIM.
+    assert auto.model.quadratic is True
+    top = train_mod.DEBIASED_QUADRATIC_MAX_DIM
+    assert train_mod.default_potential("debiased", top)["quadratic"] is True
+    assert train_mod.default_potential("debiased", top + 1)["quadratic"] is False
+    assert train_mod.default_potential("minibatch", 64)["quadratic"] is True
     planar = aeot.fit(jax.random.key(0), _codes(96, d=2), **kw)
     assert planar.model.quadratic is True and planar.model.base is False

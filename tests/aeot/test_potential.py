@@ -144,3 +144,26 @@ def test_curvature_and_shared_quadratic_give_the_closed_form_linear_map():
     np.testing.assert_allclose(pot.gradient(x), want, rtol=1e-5, atol=1e-5)
     value = s * rate * 0.5 * (gamma[0] * np.sum(xs**2, -1) + np.einsum("ni,ij,nj->n", xs, sym, xs))
     np.testing.assert_allclose(pot(x), value, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_quadratic_on_a_bures_base_moves_the_base_map():
+    """The debiased default (``base=True, quadratic=True``): with the network's output zeroed,
+    ``x + ∇D(x) = A x + b + s · rate · sym(M) x``, the fixed base map plus the learnable shared
+    quadratic; at M = 0 (its initial value) the map is the base's exactly."""
+    d, rate, s = 3, 4.0, 2.0
+    pot = aeot.Potential(
+        d, width=4, depth=1, heads=2, quadratic=True, base=True, output_scale=s, rngs=0
+    )
+    for layer in (pot.out, pot.linear):
+        layer.kernel[...] = jnp.zeros_like(layer.kernel[...])
+    pot.out.bias[...] = jnp.zeros_like(pot.out.bias[...])
+    a = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32)  # a flat axis
+    b = np.array([1.0, -2.0, 5.0], np.float32)
+    pot.set_base(a, b)
+    x = jax.random.normal(jax.random.key(1), (5, d))
+    xs = np.asarray(x, np.float64)
+    np.testing.assert_allclose(x + pot.gradient(x), xs @ a + b, rtol=1e-5, atol=1e-5)
+    m = np.arange(9, dtype=np.float32).reshape(3, 3) / 10.0
+    pot.shared_quadratic[...] = jnp.asarray(m)
+    want = xs @ a + b + s * rate * xs @ (0.5 * (m + m.T))
+    np.testing.assert_allclose(x + pot.gradient(x), want, rtol=1e-5, atol=1e-5)
