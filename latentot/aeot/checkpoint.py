@@ -196,14 +196,22 @@ def save(path, sampler) -> None:
       ValueError: the sampler's potential is a user module without a ``config`` (it cannot be
         rebuilt on load; save its state with Flax's own serialization instead).
     """
-    if sampler.potential_config is None:
+    from latentot.aeot import pursuit
+
+    frame = sampler.frame
+    if sampler.potential_config is None and (frame is None or frame.k):
         raise ValueError(
             "save: the sampler's potential is a user module without a config; only "
             "latentot.aeot.Potential samplers can be saved"
         )
     prior_meta, prior_arrays = prior_to_meta(sampler.prior)
     meta = {"potential": sampler.potential_config, "prior": prior_meta}
-    arrays = tree_to_arrays("params", sampler.params) | prior_arrays
+    arrays = prior_arrays
+    if sampler.params is not None:
+        arrays = arrays | tree_to_arrays("params", sampler.params)
+    if frame is not None:
+        meta["frame"] = pursuit.frame_meta(frame)
+        arrays = arrays | tree_to_arrays("frame", frame)
     write_file(path, "sampler", meta, arrays)
 
 
@@ -221,23 +229,33 @@ def load(path, *, prior=None):
     Raises:
       ValueError: empty, truncated, corrupted or foreign file, or inconsistent contents.
     """
+    from latentot.aeot import pursuit
     from latentot.aeot.sampler import Sampler, init_params
 
     kind, meta, arrays = read_file(path)
     if kind not in ("sampler", "training"):
         raise ValueError(f"{path!s}: unknown checkpoint kind {kind!r}")
-    try:
-        config = dict(meta["potential"])
-        template = jax.eval_shape(lambda: init_params(config, 0))
-    except Exception as e:
-        raise ValueError(f"{path!s}: invalid potential configuration ({e})") from None
-    params = arrays_to_tree("params", template, arrays, path)
+    frame = None
+    if meta.get("frame") is not None:
+        try:
+            template = pursuit.frame_template(meta["frame"])
+        except Exception as e:
+            raise ValueError(f"{path!s}: invalid frame ({e})") from None
+        frame = arrays_to_tree("frame", template, arrays, path)
+    config, params = None, None
+    if meta.get("potential") is not None or frame is None:
+        try:
+            config = dict(meta["potential"])
+            template = jax.eval_shape(lambda: init_params(config, 0))
+        except Exception as e:
+            raise ValueError(f"{path!s}: invalid potential configuration ({e})") from None
+        params = arrays_to_tree("params", template, arrays, path)
     stored_prior = prior_from_meta(meta.get("prior"), arrays, path)
     prior = prior if prior is not None else stored_prior
     if prior is None:
         raise ValueError(f"{path!s} was saved with a custom prior: pass prior= to load()")
     history = history_from_arrays(arrays) if kind == "training" else None
-    return Sampler(params, prior, config, history=history)
+    return Sampler(params, prior, config, history=history, frame=frame)
 
 
 def history_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -32,6 +32,10 @@ class Sampler:
       graphdef: the module's ``nnx.GraphDef``; by default rebuilt from ``potential_config``.
       dim: the latent dimension d; by default ``potential_config["dim"]`` or the module's
         ``dim`` attribute (needed by :meth:`sample` for a user module without either).
+      frame: a :class:`~latentot.aeot.pursuit.Frame` (``method="pursuit"``): the potential
+        then maps the frame's k-dimensional block and the frame maps the rest, ``T(z) =
+        frame.transport(z, z_V ↦ z_V + ∇D(z_V))``; with ``k = 0`` there is no potential
+        (``params`` and ``potential_config`` are ``None``).
     """
 
     def __init__(
@@ -43,12 +47,16 @@ class Sampler:
         *,
         graphdef=None,
         dim: int | None = None,
+        frame=None,
     ):
         self.params = params
         self.prior = prior
         self.potential_config = None if potential_config is None else dict(potential_config)
         self.history = history
-        if graphdef is None:
+        self.frame = frame
+        if frame is not None and frame.k == 0:
+            graphdef = None
+        elif graphdef is None:
             if potential_config is None:
                 raise ValueError("Sampler needs potential_config or graphdef")
             graphdef = nnx.graphdef(nnx.eval_shape(lambda: Potential(**potential_config)))
@@ -67,14 +75,14 @@ class Sampler:
     # -- pytree ---------------------------------------------------------------------------------
     def tree_flatten(self):
         config = None if self.potential_config is None else tuple(self.potential_config.items())
-        return (self.params, self.prior), (self.graphdef, config, self._dim)
+        return (self.params, self.prior, self.frame), (self.graphdef, config, self._dim)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         graphdef, config, dim = aux
-        params, prior = children
+        params, prior, frame = children
         config = None if config is None else dict(config)
-        return cls(params, prior, config, graphdef=graphdef, dim=dim)
+        return cls(params, prior, config, graphdef=graphdef, dim=dim, frame=frame)
 
     # -- evaluation -----------------------------------------------------------------------------
     @property
@@ -82,6 +90,8 @@ class Sampler:
         """Latent dimension d."""
         if self._dim is not None:
             return self._dim
+        if self.frame is not None:
+            return self.frame.dim
         if self.potential_config is not None:
             return int(self.potential_config["dim"])
         return int(self.model.dim)
@@ -91,12 +101,18 @@ class Sampler:
         """The potential as an NNX module (a fresh object sharing this state)."""
         return nnx.merge(self.graphdef, self.params)
 
+    @property
+    def k(self) -> int:
+        """The dimension of the learned block: d, or the frame's k (``method="pursuit"``)."""
+        return self.dim if self.frame is None else self.frame.k
+
     def potential(self, z: jax.Array) -> jax.Array:
-        """D(z): ``[..., d] → [...]``."""
+        """D(z): ``[..., k] → [...]`` (``k = d`` unless the sampler has a frame)."""
         return self.model(jnp.asarray(z))
 
     def transport(self, z: jax.Array) -> jax.Array:
-        """Maps given noise to codes, ``z + ∇D(z)``: ``[..., d] → [..., d]``.
+        """Maps given noise to codes, ``z + ∇D(z)`` (through the frame when there is one):
+        ``[..., d] → [..., d]``.
 
         Jittable and vmappable (a single point ``[d]`` is accepted).
         """
@@ -108,12 +124,20 @@ class Sampler:
         Jittable with ``n`` static. ``dtype`` defaults to the potential's parameter dtype.
         """
         if dtype is None:
-            leaves = jax.tree_util.tree_leaves(self.params)
+            leaves = jax.tree_util.tree_leaves((self.params, self.frame))
             dtype = leaves[0].dtype if leaves else jnp.result_type(float)
         return _sample_jit(self, rng, n, jnp.dtype(dtype))
 
     def __repr__(self) -> str:
-        return f"Sampler(prior={self.prior!r}, potential={self.potential_config!r})"
+        frame = "" if self.frame is None else f", k={self.frame.k} of d={self.frame.dim}"
+        return f"Sampler(prior={self.prior!r}, potential={self.potential_config!r}{frame})"
+
+
+def _map(sampler: Sampler, z: jax.Array) -> jax.Array:
+    if sampler.frame is None:
+        return transport(sampler.model, z)
+    inner = None if sampler.frame.k == 0 else functools.partial(transport, sampler.model)
+    return sampler.frame.transport(z, inner)
 
 
 def transport(model: nnx.Module, z: jax.Array) -> jax.Array:
@@ -127,13 +151,13 @@ def transport(model: nnx.Module, z: jax.Array) -> jax.Array:
 # calls are inlined.
 @jax.jit
 def _transport_jit(sampler: Sampler, z: jax.Array) -> jax.Array:
-    return transport(sampler.model, z)
+    return _map(sampler, z)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "dtype"))
 def _sample_jit(sampler: Sampler, rng: jax.Array, n: int, dtype) -> jax.Array:
     z = sampler.prior.sample(rng, (n, sampler.dim), dtype)
-    return transport(sampler.model, z)
+    return _map(sampler, z)
 
 
 def init_params(config: dict, seed: int | jax.Array) -> nnx.State:

@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from latentot import priors as _priors
 from latentot.aeot import checkpoint as _ckpt
+from latentot.aeot import pursuit as _pursuit
 from latentot.aeot.bures import bures_map
 from latentot.aeot.losses import PENALTIES
 from latentot.aeot.lp import BatchLPSolver
@@ -48,6 +49,11 @@ __all__ = ["TrainingDivergedError", "default_potential", "fit", "resolve_method"
 #: for Gaussian codes, and a constant column keeps a spread without the debiased method's Bures
 #: base. The measurements behind the choice are in ``benchmarks/README.md``.
 AUTO_MINIBATCH_MAX_DIM = 2
+
+#: ``method="auto"`` trains with ``"pursuit"`` (:mod:`latentot.aeot.pursuit`: the codes'
+#: non-Gaussian block learned by ``"debiased"``, the rest mapped by Gaussianisation layers)
+#: on codes of more than this dimension, under the standard Gaussian prior.
+AUTO_PURSUIT_MIN_DIM = 33
 
 #: Each method's defaults: LP ``batch_size``, ``penalty``, the parameter average's
 #: ``ema_decay`` (:class:`~latentot.aeot.Trainer`) and the potential's settings on top of
@@ -119,9 +125,11 @@ def resolve_method(method: str, dim: int) -> str:
       ValueError: an unknown ``method``.
     """
     if method == "auto":
-        return "minibatch" if dim <= AUTO_MINIBATCH_MAX_DIM else "debiased"
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {('auto', *METHODS)}, got {method!r}")
+        if dim <= AUTO_MINIBATCH_MAX_DIM:
+            return "minibatch"
+        return "pursuit" if dim >= AUTO_PURSUIT_MIN_DIM else "debiased"
+    if method not in (*METHODS, "pursuit"):
+        raise ValueError(f"method must be one of {('auto', *METHODS, 'pursuit')}, got {method!r}")
     return method
 
 
@@ -291,7 +299,36 @@ def fit(
             bound = ">= 0" if zero_ok else "> 0"
             raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     codes = _as_matrix("codes", codes)
+    requested = method
     method = resolve_method(method, codes.shape[1])
+    if method == "pursuit":
+        standard = _is_standard_gaussian(prior)
+        if requested == "auto" and (not standard or mesh is not None):
+            method = "debiased"  # the frame needs a rotation-invariant prior and one device
+        elif not standard:
+            raise ValueError(f'method="pursuit" needs the prior Gaussian(0, 1), got {prior!r}')
+        elif mesh is not None:
+            raise ValueError('method="pursuit" does not support mesh=; use method="debiased"')
+        else:
+            return _fit_pursuit(
+                rng,
+                codes,
+                validation_codes=validation_codes,
+                steps=steps,
+                batch_size=batch_size,
+                potential=potential,
+                optimizer=optimizer,
+                learning_rate=learning_rate,
+                lam=lam,
+                penalty=penalty,
+                lp=lp,
+                ema_decay=ema_decay,
+                callback=callback,
+                log_every=log_every,
+                checkpoint_path=checkpoint_path,
+                checkpoint_every=checkpoint_every,
+                resume_from=resume_from,
+            )
     if batch_size is None:
         per_device = codes.shape[0] // (1 if mesh is None else mesh.size)
         batch_size = max(1, min(METHOD_DEFAULTS[method]["batch_size"], per_device))
@@ -414,6 +451,58 @@ def fit(
             hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
             _save_training(checkpoint_path, settings, config, state, hist)
     return snapshot(state, hist_lists)
+
+
+def _is_standard_gaussian(prior) -> bool:
+    return (
+        isinstance(prior, _priors.Gaussian)
+        and getattr(prior, "dim", None) is None
+        and float(np.asarray(prior.loc)) == 0.0
+        and float(np.asarray(prior.scale)) == 1.0
+    )
+
+
+def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
+    """``method="pursuit"``: the frame of :func:`~latentot.aeot.pursuit.find_frame`, and the
+    ``"debiased"`` method on its k-dimensional block (when k ≥ 2)."""
+    codes_np = np.asarray(codes)
+    if not np.issubdtype(codes_np.dtype, np.floating):
+        raise ValueError(f"codes must be floating point, got dtype {codes_np.dtype}")
+    if not np.all(np.isfinite(codes_np)):
+        raise ValueError("codes contain NaN or inf")
+    n, dim = codes_np.shape
+    k_split, k_fit = jax.random.split(rng)
+    if validation_codes is None:
+        n_val = min(n // 5, _pursuit.MAX_HELD_OUT)
+        order = np.asarray(jax.random.permutation(k_split, n))
+        val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        held_out = codes_np[val_idx]
+    else:
+        held_out = np.asarray(_as_matrix("validation_codes", validation_codes))
+        if held_out.shape[1] != dim:
+            raise ValueError(
+                f"validation_codes have dimension {held_out.shape[1]}, the codes {dim}"
+            )
+        fit_idx = None
+    frame, report = _pursuit.find_frame(
+        codes_np, held_out, fit_rows=fit_idx, seed=int(jax.random.randint(k_fit, (), 0, 2**30))
+    )
+    history = {
+        "k": np.asarray([frame.k]),
+        "gap": np.asarray([report.gap]),
+        "layers": np.asarray([len(frame.layers)]),
+    }
+    if frame.k == 0:
+        return Sampler(None, _priors.Gaussian(), None, history, frame=frame)
+    basis = np.asarray(frame.basis[:, : frame.k], np.float64)
+    mean = np.asarray(frame.mean, np.float64)
+    block = _pursuit.project(codes_np, mean, basis, rows=fit_idx).astype(codes_np.dtype)
+    inner_val = _pursuit.project(held_out, mean, basis).astype(codes_np.dtype)
+    if len(inner_val) < 4:
+        inner_val = None
+    inner = fit(k_fit, block, method="debiased", validation_codes=inner_val, **settings)
+    history = (inner.history or {}) | history
+    return Sampler(inner.params, inner.prior, inner.potential_config, history, frame=frame)
 
 
 def _build_potential(potential, codes, prior, spread, key, method) -> nnx.Module:

@@ -1,0 +1,429 @@
+"""Where codes are not Gaussian: a block transport map found by projection pursuit.
+
+Prototype: see docs/pursuit.md for the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import special
+
+from latentot.aeot.monotone import MonotoneMap, gaussian_knots, quantile_map
+
+__all__ = ["Frame", "fast_ica", "find_frame", "ks_normal"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MarginalLayer:
+    """``z ↦ R g(Rᵀ z)``: an orthogonal R ``[m, m]`` and m monotone maps g (noise → codes)."""
+
+    rotation: jax.Array
+    marginal: MonotoneMap
+
+    def forward(self, z, inverse=False):
+        r = self.rotation.astype(z.dtype)
+        c = z @ r
+        c = self.marginal.inverse(c) if inverse else self.marginal(c)
+        return c @ r.T
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RadialLayer:
+    """``z ↦ z ρ(‖z‖) / ‖z‖`` with ρ increasing (noise → codes)."""
+
+    radius: MonotoneMap
+
+    def forward(self, z, inverse=False):
+        r = jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True))
+        f = self.radius.inverse if inverse else self.radius
+        return z * (f(r) / jnp.maximum(r, jnp.finfo(z.dtype).tiny))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LinearLayer:
+    """``z ↦ z A`` with A ``[m, m]`` symmetric positive definite (noise → codes)."""
+
+    matrix: jax.Array
+    inverse_matrix: jax.Array
+
+    def forward(self, z, inverse=False):
+        a = self.inverse_matrix if inverse else self.matrix
+        return z @ a.astype(z.dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """The block map around a learned k-dimensional map f.
+
+    ``T(x) = m + Q [f(Q_Vᵀ x); σ ⊙ G(Q_Uᵀ x)]`` with G the composition of the layers (the
+    last fitted applied first).
+
+    Attributes:
+      mean: m ``[d]``.
+      basis: Q ``[d, d]`` orthonormal columns: the first k span the learned block V, the rest U.
+      scale: σ ``[d - k]``, the codes' standard deviations along U's columns.
+      layers: the Gaussianisation layers of the whitened U part, in fitting order (codes → noise).
+      k: the learned block's dimension (static).
+    """
+
+    mean: jax.Array
+    basis: jax.Array
+    scale: jax.Array
+    layers: tuple
+    k: int = dataclasses.field(metadata={"static": True})
+
+    @property
+    def dim(self) -> int:
+        return self.basis.shape[0]
+
+    def complement(self, a: jax.Array) -> jax.Array:
+        """``σ ⊙ G(a)``: ``[..., d − k] → [..., d − k]``."""
+        for layer in reversed(self.layers):
+            a = layer.forward(a)
+        return a * self.scale.astype(a.dtype)
+
+    def complement_inverse(self, c: jax.Array) -> jax.Array:
+        z = c / self.scale.astype(c.dtype)
+        for layer in self.layers:
+            z = layer.forward(z, inverse=True)
+        return z
+
+    def transport(self, x: jax.Array, inner) -> jax.Array:
+        """T(x) for noise ``[..., d]``, with ``inner`` the learned map ``[..., k] → [..., k]``."""
+        q = self.basis.astype(x.dtype)
+        a = x @ q
+        parts = [self.complement(a[..., self.k :])]
+        if self.k:
+            parts.insert(0, inner(a[..., : self.k]))
+        return self.mean.astype(x.dtype) + jnp.concatenate(parts, axis=-1) @ q.T
+
+
+# --------------------------------------------------------------------------------------------
+# The search.
+
+
+def ks_normal(x: np.ndarray) -> np.ndarray:
+    """KS statistic of each standardised column of ``x`` ``[n, m]`` against N(0, 1): ``[m]``."""
+    x = np.asarray(x, np.float64)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-300)
+    n = x.shape[0]
+    f = special.ndtr(np.sort(x, axis=0))
+    i = np.arange(1, n + 1)[:, None]
+    return np.maximum(np.max(i / n - f, axis=0), np.max(f - (i - 1) / n, axis=0))
+
+
+def ks_two(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample KS statistic of 1-D samples."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(a, grid, side="right") / len(a)
+    fb = np.searchsorted(b, grid, side="right") / len(b)
+    return float(np.max(np.abs(fa - fb)))
+
+
+def ks_critical(n: float, alpha: float) -> float:
+    """Asymptotic critical value of the KS statistic at level ``alpha`` for n points."""
+    return math.sqrt(-math.log(alpha / 2.0) / (2.0 * n))
+
+
+@jax.jit
+def _ica_step(w, z):
+    u = z @ w.T  # [n, m]
+    g = jnp.tanh(u)
+    w_new = (g.T @ z) / z.shape[0] - jnp.mean(1.0 - g * g, axis=0)[:, None] * w
+    s, v = jnp.linalg.eigh(w_new @ w_new.T)
+    w_new = (v * (1.0 / jnp.sqrt(jnp.maximum(s, 1e-12)))[None, :]) @ v.T @ w_new
+    return w_new, jnp.max(jnp.abs(jnp.abs(jnp.sum(w_new * w, axis=1)) - 1.0))
+
+
+def fast_ica(z: np.ndarray, seed: int = 0, iterations: int = 200, tol: float = 1e-4):
+    """Symmetric FastICA (log-cosh contrast) on whitened data ``[n, m]``: W ``[m, m]`` orthogonal,
+    rows the unmixing directions."""
+    m = z.shape[1]
+    rng = np.random.default_rng(seed)
+    w, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    w = jnp.asarray(w, jnp.float32)
+    zj = jnp.asarray(z, jnp.float32)
+    for _ in range(iterations):
+        w, change = _ica_step(w, zj)
+        if float(change) < tol:
+            break
+    return np.asarray(w, np.float64)
+
+
+@dataclasses.dataclass
+class FrameReport:
+    k: int
+    gap: float
+    m: int
+    layers: list
+
+
+#: At most this many codes are split off (a fifth of them) when ``fit`` gets no held-out codes.
+MAX_HELD_OUT = 10_000
+
+
+def project(codes, mean, basis, rows=None, chunk=65536) -> np.ndarray:
+    """``(codes[rows] − mean) @ basis`` in chunks (no copy of the codes): ``[n, k]``."""
+    idx = np.arange(len(codes)) if rows is None else rows
+    out = np.empty((len(idx), basis.shape[1]))
+    for i in range(0, len(idx), chunk):
+        out[i : i + chunk] = (np.asarray(codes[idx[i : i + chunk]], np.float64) - mean) @ basis
+    return out
+
+
+def find_frame(
+    codes_fit: np.ndarray,
+    codes_val: np.ndarray,
+    *,
+    fit_rows: np.ndarray | None = None,
+    k_max: int = 32,
+    gap_ratio: float = 3.0,
+    alpha: float = 1e-3,
+    sample: int = 20_000,
+    knots: int = 257,
+    seed: int = 0,
+    learn_block: bool = True,
+    schedule=None,
+    max_random: int = 0,
+    correct: bool = True,
+):
+    """Returns (frame, projected fit codes for the learned block [N, k], report)."""
+    codes_fit = np.asarray(codes_fit)
+    rows = np.arange(codes_fit.shape[0]) if fit_rows is None else fit_rows
+    n, d = len(rows), codes_fit.shape[1]
+    every = np.arange(codes_fit.shape[0])  # the moments from every code, held-out ones too
+    mean = _mean(codes_fit, every)
+    cov = _covariance(codes_fit, mean, every)
+    lam, q = np.linalg.eigh(cov)
+    lam, q = lam[::-1], q[:, ::-1]
+    lam = np.maximum(lam, lam[0] * 1e-12 + 1e-300)
+    rng = np.random.default_rng(seed)
+    sub = codes_fit[np.sort(rng.choice(rows, min(n, sample), replace=False))] - mean
+    val = np.asarray(codes_val, np.float64) - mean
+    # k: the largest eigenvalue ratio among the first k_max, if it is a gap.
+    kk = min(k_max, d - 1)
+    k, gap = 0, 1.0
+    if kk >= 1:  # the last gap among the first k_max eigenvalues: every spike above the bulk
+        ratios = lam[:kk] / lam[1 : kk + 1]
+        gaps = np.flatnonzero(ratios >= gap_ratio)
+        i = int(gaps[-1]) if len(gaps) else int(np.argmax(ratios))
+        gap = float(ratios[i])
+        if gap >= gap_ratio and i + 1 >= 2 and learn_block:
+            k = i + 1
+    if k:  # the block must be non-Gaussian somewhere, else it is linear
+        zb = (val @ q[:, :k]) / np.sqrt(lam[:k])
+        wb = fast_ica((sub @ q[:, :k]) / np.sqrt(lam[:k]), seed=seed)
+        if np.max(ks_normal(zb @ wb.T)) < ks_critical(len(val), alpha / d):
+            k = 0
+    u = q[:, k:]
+    scale = np.sqrt(lam[k:])
+    zs = (sub @ u) / scale
+    zv = (val @ u) / scale
+    m = d - k
+    layers, info = _gaussianise(
+        zs,
+        zv,
+        alpha=alpha,
+        knots=knots,
+        seed=seed,
+        rng=rng,
+        schedule=schedule,
+        max_random=max_random,
+    )
+    if correct:
+        layers = _covariance_correction(layers, m, rng)
+    frame = Frame(
+        mean=jnp.asarray(mean, jnp.float32),
+        basis=jnp.asarray(q, jnp.float32),
+        scale=jnp.asarray(scale, jnp.float32),
+        layers=tuple(layers),
+        k=k,
+    )
+    report = FrameReport(k, gap, m, info)
+    return frame, report
+
+
+def _mean(codes, rows, chunk=65536):
+    acc = np.zeros(codes.shape[1])
+    for i in range(0, len(rows), chunk):
+        acc += np.sum(codes[rows[i : i + chunk]], axis=0, dtype=np.float64)
+    return acc / len(rows)
+
+
+def _covariance(codes, mean, rows, chunk=65536):
+    d = codes.shape[1]
+    acc = np.zeros((d, d))
+    for i in range(0, len(rows), chunk):
+        c = np.asarray(codes[rows[i : i + chunk]], np.float64) - mean
+        acc += c.T @ c
+    return acc / len(rows)
+
+
+def _to_noise(layer, z):
+    """A layer's map from codes to noise, on host data."""
+    return np.asarray(layer.forward(jnp.asarray(z, jnp.float32), inverse=True), np.float64)
+
+
+def _marginal_layer(zs, zv, rotation, alpha, knots):
+    cs, cv = zs @ rotation, zv @ rotation
+    m = cs.shape[1]
+    ks = ks_normal(cv)
+    sig = ks >= ks_critical(len(cv), alpha / m)
+    if not sig.any():
+        return None, zs, zv, 0
+    fitted = quantile_map(cs[:, sig], knots=knots)
+    x = np.broadcast_to(gaussian_knots(len(cs), knots), (m, knots)).copy()
+    y = x.copy()
+    x[sig], y[sig] = np.asarray(fitted.x), np.asarray(fitted.y)
+    layer = MarginalLayer(
+        jnp.asarray(rotation, jnp.float32),
+        MonotoneMap(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
+    )
+    back = lambda z: np.asarray(
+        layer.forward(jnp.asarray(z, jnp.float32), inverse=True), np.float64
+    )
+    return layer, back(zs), back(zv), int(sig.sum())
+
+
+def _radial_layer(zs, zv, alpha, knots):
+    from scipy import stats
+
+    m = zs.shape[1]
+    rv = np.linalg.norm(zv, axis=1)
+    ks = stats.kstest(rv, stats.chi(m).cdf).statistic
+    if ks < ks_critical(len(rv), alpha):
+        return None, zs, zv, 0
+    rs = np.linalg.norm(zs, axis=1)
+    z = gaussian_knots(len(rs), knots)
+    levels = special.ndtr(z)
+    x = stats.chi(m).ppf(levels)
+    y = np.quantile(rs, levels)
+    from latentot.aeot.monotone import _increasing
+
+    layer = RadialLayer(
+        MonotoneMap(
+            jnp.asarray(_increasing(x[None]), jnp.float32),
+            jnp.asarray(_increasing(y[None]), jnp.float32),
+        )
+    )
+    back = lambda z: np.asarray(
+        layer.forward(jnp.asarray(z, jnp.float32), inverse=True), np.float64
+    )
+    return layer, back(zs), back(zv), 1
+
+
+SCHEDULE = ("principal", "ica", "radial", "principal")
+
+
+def _gaussianise(zs, zv, *, alpha, knots, seed, rng, max_random=12, schedule=None):
+    """Layers that Gaussianise the whitened codes zs (codes → noise), tested on zv."""
+    m = zs.shape[1]
+    layers, info = [], []
+    steps = [(s, None) for s in (schedule or SCHEDULE)]
+    steps += [("random", i) for i in range(max_random)]
+    idle = 0
+    for kind, _ in steps:
+        if kind == "radial":
+            layer, zs, zv, n = _radial_layer(zs, zv, alpha, knots)
+        else:
+            if kind == "principal":
+                rot = np.eye(m)
+            elif kind == "ica":
+                rot = fast_ica(zs, seed=seed).T
+            else:
+                rot, _ = np.linalg.qr(rng.standard_normal((m, m)))
+            layer, zs, zv, n = _marginal_layer(zs, zv, rot, alpha, knots)
+        info.append((kind, n))
+        if layer is not None:
+            layers.append(layer)
+            layer, zs, zv = _whitening_layer(zs, zv)
+            if layer is not None:
+                layers.append(layer)
+        if kind == "random":
+            idle = idle + 1 if n == 0 else 0
+            if idle >= 2:
+                break
+    return layers, info
+
+
+def _whitening_layer(zs, zv, tol=None):
+    """A symmetric whitening of the stage's codes when their covariance is not I."""
+    n = zs.shape[0]
+    c = np.cov(zs, rowvar=False)
+    lam, v = np.linalg.eigh(c)
+    tol = 4.0 * math.sqrt(2.0 / n) if tol is None else tol
+    if np.max(np.abs(lam - 1.0)) < tol:
+        return None, zs, zv
+    half = (v * np.sqrt(lam)) @ v.T
+    inv_half = (v / np.sqrt(lam)) @ v.T
+    layer = LinearLayer(jnp.asarray(half, jnp.float32), jnp.asarray(inv_half, jnp.float32))
+    mu = zs.mean(0)
+    return layer, (zs - mu) @ inv_half + mu, (zv - mu) @ inv_half + mu
+
+
+def _covariance_correction(layers, m, rng, n=32768):
+    """Prepends (codes side) a linear layer that gives the pushed noise covariance I."""
+    if not layers:
+        return layers
+    z = jnp.asarray(rng.standard_normal((n, m)), jnp.float32)
+    for layer in reversed(layers):
+        z = layer.forward(z)
+    sd = np.std(np.asarray(z, np.float64), axis=0)
+    if np.max(np.abs(sd - 1.0)) < 4.0 / math.sqrt(n):
+        return layers
+    scale = LinearLayer(
+        jnp.asarray(np.diag(1.0 / sd), jnp.float32), jnp.asarray(np.diag(sd), jnp.float32)
+    )
+    return [scale, *layers]
+
+
+def _swap(layer):
+    return LinearLayer(layer.inverse_matrix, layer.matrix)
+
+
+# --------------------------------------------------------------------------------------------
+# Serialisation (latentot.aeot.checkpoint).
+
+
+def frame_meta(frame: Frame) -> dict:
+    """The frame's structure as plain data (its arrays are saved as a pytree)."""
+    layers = []
+    for layer in frame.layers:
+        if isinstance(layer, MarginalLayer):
+            layers.append({"type": "marginal", "knots": int(layer.marginal.x.shape[1])})
+        elif isinstance(layer, RadialLayer):
+            layers.append({"type": "radial", "knots": int(layer.radius.x.shape[1])})
+        else:
+            layers.append({"type": "linear"})
+    return {"dim": frame.dim, "k": frame.k, "layers": layers}
+
+
+def frame_template(meta: dict) -> Frame:
+    """A frame of zeros with the structure of :func:`frame_meta`'s output."""
+    d, k = int(meta["dim"]), int(meta["k"])
+    m = d - k
+    z = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+    layers = []
+    for spec in meta["layers"]:
+        kind = spec["type"]
+        if kind == "marginal":
+            knots = int(spec["knots"])
+            layers.append(MarginalLayer(z(m, m), MonotoneMap(z(m, knots), z(m, knots))))
+        elif kind == "radial":
+            knots = int(spec["knots"])
+            layers.append(RadialLayer(MonotoneMap(z(1, knots), z(1, knots))))
+        elif kind == "linear":
+            layers.append(LinearLayer(z(m, m), z(m, m)))
+        else:
+            raise ValueError(f"unknown frame layer type {kind!r}")
+    return Frame(z(d), z(d, d), z(m), tuple(layers), k)

@@ -1,0 +1,90 @@
+"""The pursuit frame (method="pursuit"): k found from the codes, exact linear map on Gaussian
+codes, exact 1-D maps on independent non-Gaussian directions, invertible layers, save/load."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from latentot import Gaussian, aeot
+from latentot.aeot import monotone, pursuit
+
+
+def _frame_sampler(codes, seed=0):
+    n_val = len(codes) // 5
+    frame, report = pursuit.find_frame(codes, codes[:n_val], fit_rows=np.arange(n_val, len(codes)))
+    return frame, report
+
+
+def test_monotone_map_matches_scipy_quantiles_and_inverts():
+    rng = np.random.default_rng(0)
+    s = rng.exponential(size=(40_000, 2)) * [1.0, 3.0]
+    g = monotone.quantile_map(s)
+    z = jnp.asarray([[-1.0, 0.5], [0.0, 2.0], [7.0, -7.0]], jnp.float32)
+    y = np.asarray(g(z))
+    want = stats.expon.ppf(stats.norm.cdf(np.asarray(z[:2]))) * [1.0, 3.0]
+    np.testing.assert_allclose(y[:2], want, rtol=0.03)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(np.asarray(g.inverse(g(z))), np.asarray(z), atol=1e-4)
+
+
+def test_gaussian_codes_give_the_exact_linear_map():
+    rng = np.random.default_rng(1)
+    d = 40
+    a = rng.standard_normal((d, d)) / np.sqrt(d) + np.eye(d)
+    codes = (rng.standard_normal((6000, d)) @ a.T + 2.0).astype(np.float32)
+    s = aeot.fit(jax.random.key(0), codes, method="pursuit")
+    assert s.k == 0 and len(s.frame.layers) == 0 and int(s.history["k"][0]) == 0
+    x = jax.random.normal(jax.random.key(1), (256, d))
+    c = codes.astype(np.float64)  # the Bures map in float64 (float32 moments lose ~1e-2 here)
+    w, v = np.linalg.eigh(np.cov(c, rowvar=False, bias=True))
+    want = np.asarray(x, np.float64) @ (v * np.sqrt(w)) @ v.T + c.mean(0)
+    np.testing.assert_allclose(np.asarray(s.transport(x)), want, atol=2e-4)
+
+
+def test_spiked_block_is_found_and_bimodal_directions_of_bulk_variance_are_matched():
+    """8 spiked directions carry clusters; 2 more directions, of the bulk's variance, are
+    bimodal. k must be 8 and the samples' marginals along the bimodal directions must match
+    the codes' (they are Gaussian under the linear map)."""
+    rng = np.random.default_rng(2)
+    d, n = 48, 20_000
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    z = rng.standard_normal((n, d))
+    centres = 4.0 * rng.standard_normal((12, 8))
+    z[:, :8] = 2.0 * z[:, :8] + centres[rng.integers(12, size=n)]  # clusters in the spiked block
+    bimodal = np.sign(rng.standard_normal((n, 2))) * 0.9 + 0.436 * rng.standard_normal((n, 2))
+    z[:, 8:10] = bimodal
+    codes = (z @ q.T).astype(np.float32)
+    frame, report = _frame_sampler(codes)
+    assert frame.k == 8, report
+    x = jax.random.normal(jax.random.key(3), (8000, d))
+    u = np.asarray(frame.transport(x, lambda v: v))[:, :] @ q[:, 8:10]
+    real = codes[:8000] @ q[:, 8:10]
+    for j in range(2):
+        assert pursuit.ks_two(u[:, j], real[:, j]) < 0.05
+        assert pursuit.ks_normal(real[:, j : j + 1])[0] > 0.1  # the control: not Gaussian
+
+
+def test_layers_invert_and_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    d = 34
+    codes = rng.laplace(size=(4000, d)) @ rng.standard_normal((d, d)) / 6.0
+    s = aeot.fit(jax.random.key(5), codes.astype(np.float32), method="pursuit")
+    assert s.k == 0 and len(s.frame.layers) >= 2
+    x = jax.random.normal(jax.random.key(6), (128, d - s.k))
+    back = s.frame.complement_inverse(s.frame.complement(x))
+    np.testing.assert_allclose(np.asarray(back), np.asarray(x), atol=2e-3)
+    aeot.save(tmp_path / "s.ckpt", s)
+    t = aeot.load(tmp_path / "s.ckpt")
+    z = jax.random.normal(jax.random.key(7), (64, d))
+    np.testing.assert_array_equal(np.asarray(t.transport(z)), np.asarray(s.transport(z)))
+    assert np.all(np.isfinite(np.asarray(s.sample(jax.random.key(8), 512))))
+
+
+def test_pursuit_needs_the_standard_gaussian_prior():
+    codes = np.random.default_rng(0).standard_normal((600, 40)).astype(np.float32)
+    with pytest.raises(ValueError, match="pursuit"):
+        aeot.fit(jax.random.key(0), codes, method="pursuit", prior=Gaussian(scale=2.0))
+    assert aeot.resolve_method("auto", 40) == "pursuit"
+    assert aeot.resolve_method("auto", 32) == "debiased"
