@@ -289,10 +289,7 @@ def _marginal_layer(zs, zv, rotation, alpha, knots):
         jnp.asarray(rotation, jnp.float32),
         MonotoneMap(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
     )
-    back = lambda z: np.asarray(
-        layer.forward(jnp.asarray(z, jnp.float32), inverse=True), np.float64
-    )
-    return layer, back(zs), back(zv), int(sig.sum())
+    return layer, _to_noise(layer, zs), _to_noise(layer, zv), int(sig.sum())
 
 
 def _radial_layer(zs, zv, alpha, knots):
@@ -316,10 +313,7 @@ def _radial_layer(zs, zv, alpha, knots):
             jnp.asarray(_increasing(y[None]), jnp.float32),
         )
     )
-    back = lambda z: np.asarray(
-        layer.forward(jnp.asarray(z, jnp.float32), inverse=True), np.float64
-    )
-    return layer, back(zs), back(zv), 1
+    return layer, _to_noise(layer, zs), _to_noise(layer, zv), 1
 
 
 SCHEDULE = ("principal", "ica", "radial", "principal")
@@ -412,7 +406,10 @@ def frame_template(meta: dict) -> Frame:
     """A frame of zeros with the structure of :func:`frame_meta`'s output."""
     d, k = int(meta["dim"]), int(meta["k"])
     m = d - k
-    z = lambda *shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+
+    def z(*shape):
+        return jnp.zeros(shape, jnp.float32)
+
     layers = []
     for spec in meta["layers"]:
         kind = spec["type"]
