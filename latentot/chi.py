@@ -8,6 +8,8 @@ on it. Half-precision arguments are computed in float32 and returned in their ow
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.scipy import special
@@ -63,6 +65,7 @@ def chi_isf(q, dim: int, *, iterations: int = 30):
     return jnp.where(q <= 0, jnp.inf, r).astype(q.dtype)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _chi_quantile(f, s, dim, iterations):
     """The chi quantile of a probability given as CDF value ``f`` and survival value ``s``.
 

@@ -8,8 +8,6 @@
   flattened computation; component-wise operations work on any shape.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +19,10 @@ from latentot import chi, diagnostics, transport
 KEY = jax.random.PRNGKey(0)
 PRIORS = [lo.Gaussian(), lo.Uniform(), lo.Cauchy(), lo.Laplace(), lo.Logistic()]
 HALF = [jnp.bfloat16, jnp.float16]
-SHAPE = (2, 5)  # tiny: the grid is about dtypes, not statistics
+SHAPE = (2, 12)  # tiny: the grid is about dtypes, not statistics
+IMAGE = (2, 3, 2, 2)  # [B, C, H, W] latents that flatten to SHAPE: the flattened computations
+# of the axis= tests are then those test_dtype_grid compiled (eager JAX compiles every
+# primitive once per shape)
 # Compilation is the cost here: the numerical maps are built by one jitted program per weight
 # shape, so the operators below use three shapes only, [1, 2], [1, 3] and [1, 4] (a 2 × 2 grid
 # is its four corners, a spline at one frame one weight vector, a subspace of one point one).
@@ -29,8 +30,11 @@ W4 = np.asarray([0.1, 0.2, 0.3, 0.4], np.float32)  # float32 weights: the latent
 
 
 def _operators(prior):
-    """name -> function of four latents z ``[4, 2, 5]`` (one dtype) returning one array."""
+    """name -> function of four latents z ``[4, 2, 12]`` (one dtype) returning one array."""
     rng = jax.random.PRNGKey(3)
+    # A traced subspace's weights take the quadrature map by default: ask for the FFT lattice
+    # (which matched_mean already built for [1, 4]), except where a closed form exists.
+    method = "auto" if hasattr(prior, "stable_norm_order") else "fft"
     ops = {
         "lerp": lambda z: lo.lerp(z[0], z[1], 0.3),
         "slerp": lambda z: lo.slerp(z[0], z[1], 0.3),
@@ -46,7 +50,7 @@ def _operators(prior):
         "matched_analogy": lambda z: lo.matched_analogy(prior, z[0], z[1], z[2]),
         "matched_mean": lambda z: lo.matched_mean(prior, z),
         "matched_spline": lambda z: lo.matched_spline(prior, z, np.asarray([1.5])),
-        "matched_subspace": lambda z: lo.matched_subspace(rng, prior, z, 1, method="fft"),
+        "matched_subspace": lambda z: lo.matched_subspace(rng, prior, z, 1, method=method),
         "matched_vicinity": lambda z: lo.matched_vicinity(rng, prior, z[0], 0.1, 2),
         "matched_random_walk": lambda z: lo.matched_random_walk(rng, prior, z[0], 0.1, 2),
         "cauchy_lerp": lambda z: lo.cauchy_lerp(prior, z[0], z[1], 0.3),
@@ -58,7 +62,7 @@ def _operators(prior):
 
 
 def _methods(prior):
-    """name -> (argument of x, method): the prior's methods, each on a valid argument."""
+    """name -> (argument of x ``[2, 12]``, method): the prior's methods on valid arguments."""
     methods = {
         "log_prob": (lambda x: x, prior.log_prob),
         "cdf": (lambda x: x, prior.cdf),
@@ -136,13 +140,11 @@ def test_dtype_grid(prior):
 
 
 def test_half_precision_under_jit():
-    prior = lo.Laplace()  # a numerical (FFT) map
-    z = prior.sample(KEY, (2, *SHAPE), jnp.float32)
-    ref = lo.matched_lerp(prior, z[0], z[1], 0.3)  # compiled by test_dtype_grid
-    for dtype in HALF:
-        out = jax.jit(lambda a, b: lo.matched_lerp(prior, a, b, 0.3))(*z.astype(dtype))
-        ref = lo.matched_lerp(prior, *z.astype(dtype).astype(jnp.float32), 0.3)
-        _check_half("jit matched_lerp", out, ref, dtype)
+    prior = lo.Uniform()  # the closed-form pair map: a small program to compile
+    z = prior.sample(KEY, (2, *SHAPE), jnp.bfloat16)
+    out = jax.jit(lambda a, b: lo.matched_lerp(prior, a, b, 0.3))(z[0], z[1])
+    ref = lo.matched_lerp(prior, *z.astype(jnp.float32), 0.3)  # compiled by test_dtype_grid
+    _check_half("jit matched_lerp", out, ref, jnp.bfloat16)
 
 
 def test_mixed_dtypes_promote_or_raise_value_error():
@@ -169,7 +171,7 @@ def test_mixed_dtypes_promote_or_raise_value_error():
 # axis=
 
 
-def _image_latents(prior, shape=(3, 2, 4, 5)):
+def _image_latents(prior, shape=IMAGE):
     k0, k1 = jax.random.split(KEY)
     return prior.sample(k0, shape, jnp.float32), prior.sample(k1, shape, jnp.float32)
 
@@ -177,63 +179,53 @@ def _image_latents(prior, shape=(3, 2, 4, 5)):
 def test_reducing_operations_over_image_axes_equal_the_flattened_computation():
     g = lo.Gaussian()
     z0, z1 = _image_latents(g)
-    b = z0.shape[0]
-    t = jnp.asarray([0.1, 0.5, 0.8])  # one t per pair: t broadcasts against the batch axis
-
-    # One compilation per layout (eagerly, every primitive would compile per shape).
-    @functools.partial(jax.jit, static_argnums=2)
-    def reductions(z0, z1, axis):
-        stats = diagnostics.norm_stats(z0, axis=axis)
-        return {
-            "slerp": lo.slerp(z0, z1, t, axis=axis),
-            "spherical_cauchy_lerp": lo.spherical_cauchy_lerp(g, z0, z1, t, axis=axis),
-            "norm_stats": jnp.stack(stats),
-        }
-
-    image = reductions(z0, z1, (1, 2, 3))
-    flat = reductions(z0.reshape(b, -1), z1.reshape(b, -1), -1)
+    f0, f1 = z0.reshape(SHAPE), z1.reshape(SHAPE)
+    image = {
+        "slerp": lo.slerp(z0, z1, 0.3, axis=(1, 2, 3)),
+        "spherical_cauchy_lerp": lo.spherical_cauchy_lerp(g, z0, z1, 0.3, axis=(1, 2, 3)),
+        "norm_stats": jnp.stack(diagnostics.norm_stats(z0, axis=(1, 2, 3))),
+        "norm_ks": diagnostics.norm_ks(z0, g, axis=(-3, -2, -1)),
+    }
+    flat = {
+        "slerp": lo.slerp(f0, f1, 0.3).reshape(IMAGE),
+        "spherical_cauchy_lerp": lo.spherical_cauchy_lerp(g, f0, f1, 0.3).reshape(IMAGE),
+        "norm_stats": jnp.stack(diagnostics.norm_stats(f0)),
+        "norm_ks": diagnostics.norm_ks(f0, g),
+    }
     for name, out in image.items():
-        ref = flat[name] if name == "norm_stats" else flat[name].reshape(z0.shape)
-        assert out.shape == ref.shape, name
-        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=name)
+        assert out.shape == flat[name].shape, name
+        np.testing.assert_allclose(out, flat[name], rtol=1e-5, atol=1e-5, err_msg=name)
     # Over the last axis only (the default), each image row is interpolated on its own.
-    assert not np.allclose(lo.slerp(z0, z1, t[:, None, None]), image["slerp"], atol=1e-3)
+    assert not np.allclose(lo.slerp(z0, z1, 0.3), image["slerp"], atol=1e-3)
+    # A latent axis in front: [d, B] with axis=0 is the transpose of [B, d].
     np.testing.assert_allclose(
-        diagnostics.norm_ks(z0, g, axis=(-3, -2, -1)),
-        diagnostics.norm_ks(z0.reshape(b, -1), g),
-        rtol=1e-5,
-        atol=1e-5,
+        lo.slerp(f0.T, f1.T, 0.3, axis=0), flat["slerp"].reshape(SHAPE).T, rtol=1e-5, atol=1e-5
     )
 
 
-def test_axis_t_broadcasting_and_non_trailing_axes():
-    z0, z1 = _image_latents(lo.Gaussian(), (2, 4, 5))  # one pair of image latents [C, H, W]
+def test_axis_t_broadcasting():
+    z0, z1 = _image_latents(lo.Gaussian(), IMAGE[1:])  # one pair of image latents [C, H, W]
     ts = jnp.linspace(0.0, 1.0, 3)
     frames = lo.slerp(z0, z1, ts, axis=(-3, -2, -1))  # a vector of frames: [T, C, H, W]
-    assert frames.shape == (3, 2, 4, 5)
+    assert frames.shape == (3, *IMAGE[1:])
     for t, frame in zip(ts, frames, strict=True):
         ref = lo.slerp(z0.ravel(), z1.ravel(), t).reshape(z0.shape)
         np.testing.assert_allclose(frame, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(frames[0], z0, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(frames[-1], z1, rtol=1e-5, atol=1e-5)
-    # A latent axis in front: [d, B] with axis=0 is the transpose of [B, d].
-    a, b = z0.reshape(2, -1), z1.reshape(2, -1)
-    np.testing.assert_allclose(
-        lo.slerp(a, b, 0.3, axis=0), lo.slerp(a.T, b.T, 0.3).T, rtol=1e-5, atol=1e-5
-    )
     for bad in [(1, 1), 3, (0, "x"), ()]:
         with pytest.raises(ValueError, match="axis"):
             lo.slerp(z0, z1, 0.5, axis=bad)
     with pytest.raises(ValueError, match="latent axes"):
-        lo.slerp(z0, z1[:, :2], 0.5, axis=(0, 1, 2))
+        lo.slerp(z0, z1[:, :1], 0.5, axis=(0, 1, 2))
 
 
 def test_component_wise_operators_work_on_any_shape():
     prior = lo.Laplace()  # numerical maps (built by test_dtype_grid for these weights)
     z0, z1 = _image_latents(prior)
-    flat = [z.reshape(-1, 5) for z in (z0, z1)]
     for fn in [
         lambda a, b: lo.matched_lerp(prior, a, b, 0.3),
         lambda a, b: lo.matched_combine(prior, jnp.stack([a, b, b, a]), W4),
     ]:
-        np.testing.assert_allclose(fn(z0, z1), fn(*flat).reshape(z0.shape), rtol=1e-6, atol=1e-6)
+        ref = fn(z0.reshape(SHAPE), z1.reshape(SHAPE)).reshape(IMAGE)
+        np.testing.assert_allclose(fn(z0, z1), ref, rtol=1e-6, atol=1e-6)
