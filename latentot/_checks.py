@@ -11,6 +11,7 @@ Two kinds of checks, following the library's error policy:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 
@@ -111,8 +112,73 @@ def same_latent(names: Sequence[str], arrays: Sequence) -> tuple[list[jax.Array]
     except ValueError:
         shapes = ", ".join(f"{n}{z.shape}" for n, z in zip(names, zs, strict=True))
         raise ValueError(f"leading axes do not broadcast: {shapes}") from None
-    dtype = jnp.result_type(*zs)
+    try:
+        dtype = jnp.result_type(*zs)
+    except ValueError:  # jax_numpy_dtype_promotion = "strict" and mixed dtypes
+        dtypes = ", ".join(f"{n} {z.dtype}" for n, z in zip(names, zs, strict=True))
+        raise ValueError(
+            f"{', '.join(names)} have dtypes ({dtypes}) that do not promote under strict dtype "
+            "promotion: cast them to one dtype"
+        ) from None
     return [z.astype(dtype) for z in zs], lead
+
+
+def latent_axes(axis, ndim: int) -> tuple[int, ...]:
+    """Normalises ``axis`` (an int or a tuple of ints) against rank ``ndim``.
+
+    Returns the axes as sorted negative indices; repeated or out-of-range axes raise
+    ``ValueError``.
+    """
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
+    if not axes:
+        raise ValueError("axis must name at least one axis, got ()")
+    out = []
+    for a in axes:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise ValueError(f"axis must be an int or a tuple of ints, got {axis!r}") from None
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for an array of rank {ndim}")
+        out.append(a - ndim if a >= 0 else a)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis {axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+def flatten_latent(names: Sequence[str], arrays: Sequence, axis):
+    """Merges the latent axes ``axis`` of each array into one last axis of size d.
+
+    An operation that reduces over the latent's dimensions (a norm, an angle) computes on the
+    flattened arrays ``[*lead, d]``; ``restore`` puts a result ``[*lead', d]`` back in the
+    layout of the inputs (the latent axes where they were, counted from the end, and any new
+    leading axes first).
+
+    Returns:
+      ``(flats, restore)``.
+    """
+    zs = [latent(n, a) for n, a in zip(names, arrays, strict=True)]
+    axes = latent_axes(axis, zs[0].ndim)
+    sizes = tuple(zs[0].shape[a] for a in axes)
+    for n, z in zip(names, zs, strict=True):
+        if latent_axes(axis, z.ndim) != axes or tuple(z.shape[a] for a in axes) != sizes:
+            raise ValueError(
+                f"{names[0]} and {n} must share the latent axes {axis!r}: got shapes "
+                f"{zs[0].shape} and {z.shape}"
+            )
+    k = len(axes)
+    end = tuple(range(-k, 0))
+    d = math.prod(sizes)
+
+    def flat(z):
+        z = jnp.moveaxis(z, axes, end) if axes != end else z
+        return z.reshape(*z.shape[: z.ndim - k], d)
+
+    def restore(y):
+        y = y.reshape(*y.shape[:-1], *sizes)
+        return jnp.moveaxis(y, end, axes) if axes != end else y
+
+    return [flat(z) for z in zs], restore
 
 
 def coefficient(name: str, value, lead: tuple[int, ...], dtype) -> jax.Array:

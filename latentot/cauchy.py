@@ -3,6 +3,8 @@
 A Cauchy variable is stable under convex combinations: Σ λ_i C_i ~ C for λ_i ≥ 0, Σ λ_i = 1.
 So mapping each component to Cauchy space with g = F_C⁻¹ ∘ F_Z, interpolating linearly there,
 and mapping back keeps any prior's law for every λ in [0, 1] (Cauchy-linear interpolation).
+It is component-wise, so it works on latents of any shape; the spherical variant reduces over
+the latent axes ``axis``. Half-precision latents are computed in float32.
 The spherical variant keeps the law of an isotropic prior: it slerps the directions and
 Cauchy-linear-interpolates the norms through the exact law of ‖z‖.
 """
@@ -16,6 +18,7 @@ import jax.numpy as jnp
 
 from latentot import _checks, ops
 from latentot import priors as _priors
+from latentot._promotion import half_in_float32
 from latentot._sharding import elementwise
 from latentot.priors import quantile_map
 
@@ -24,6 +27,7 @@ __all__ = ["cauchy_lerp", "from_cauchy", "spherical_cauchy_lerp", "to_cauchy"]
 _C = _priors.Cauchy()
 
 
+@half_in_float32("z")
 def to_cauchy(prior, z) -> jax.Array:
     """g(z) = F_C⁻¹(F_Z(z)) component-wise: prior draws become standard Cauchy draws."""
     return elementwise(_to_cauchy, z, prior)
@@ -33,6 +37,7 @@ def _to_cauchy(prior, z):
     return quantile_map(_C, prior.cdf(z), _priors.sf(prior, z))
 
 
+@half_in_float32("c")
 def from_cauchy(prior, c) -> jax.Array:
     """g⁻¹(c) = F_Z⁻¹(F_C(c)) component-wise: standard Cauchy draws become prior draws."""
     return elementwise(_from_cauchy, c, prior)
@@ -42,6 +47,7 @@ def _from_cauchy(prior, c):
     return quantile_map(prior, _C.cdf(c), _C.sf(c))
 
 
+@half_in_float32("z0", "z1")
 def cauchy_lerp(prior, z0, z1, t) -> jax.Array:
     """Cauchy-linear interpolation g⁻¹((1 - t) g(z0) + t g(z1)), which keeps the prior's law.
 
@@ -62,7 +68,8 @@ def cauchy_lerp(prior, z0, z1, t) -> jax.Array:
     return from_cauchy(prior, c).astype(z0.dtype)
 
 
-def spherical_cauchy_lerp(prior, z0, z1, t) -> jax.Array:
+@half_in_float32("z0", "z1")
+def spherical_cauchy_lerp(prior, z0, z1, t, *, axis=-1) -> jax.Array:
     """Spherical Cauchy-linear interpolation for an isotropic prior (e.g. the Gaussian).
 
     Writes z - loc = r · e, slerps the directions e0, e1 and Cauchy-linear-interpolates the norms
@@ -72,12 +79,16 @@ def spherical_cauchy_lerp(prior, z0, z1, t) -> jax.Array:
     Args:
       prior: an isotropic prior: it must provide ``norm_cdf(r, dim)`` and ``norm_icdf(u, dim)``
         and have a scalar ``scale``. Others raise ``ValueError``.
-      z0: ``[..., d]``.
-      z1: ``[..., d]``.
-      t: as in :func:`cauchy_lerp`.
+      z0: ``[..., d]``, or any shape with the latent axes given by ``axis``.
+      z1: the end point(s), with the same latent axes as z0.
+      t: as in :func:`cauchy_lerp`, broadcasting against the axes not in ``axis`` (see
+        :func:`latentot.slerp` for image latents).
+      axis: the latent axes the norm and the direction are taken over (an int or a tuple;
+        default the last axis), e.g. ``(1, 2, 3)`` for ``[B, C, H, W]`` noise; d is the product
+        of their sizes. The result equals the computation on the flattened latents.
 
     Returns:
-      ``[..., d]``.
+      The latents' shape broadcast with t's, e.g. ``[..., d]``.
     """
     _checks.check_prior(prior)
     if not (
@@ -90,6 +101,12 @@ def spherical_cauchy_lerp(prior, z0, z1, t) -> jax.Array:
         )
     if jnp.ndim(getattr(prior, "scale", 1.0)) != 0:
         raise ValueError("spherical_cauchy_lerp needs a scalar prior scale (an isotropic prior)")
+    (z0, z1), restore = _checks.flatten_latent(("z0", "z1"), (z0, z1), axis)
+    return restore(_spherical_cauchy_lerp(prior, z0, z1, t))
+
+
+def _spherical_cauchy_lerp(prior, z0, z1, t):
+    """:func:`spherical_cauchy_lerp` over the last axis."""
     (z0, z1), _ = _checks.same_latent(("z0", "z1"), (z0, z1))
     dim = z0.shape[-1]
     loc = jnp.asarray(getattr(prior, "loc", 0.0), z0.dtype)

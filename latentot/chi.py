@@ -1,21 +1,26 @@
 """The chi law: the exact law of ‖z‖ for a standard Gaussian vector z ∈ R^d.
 
 ‖z‖² ~ χ²_d, so F(r) = P(d/2, r²/2) with P the regularised lower incomplete gamma function.
-A leaf module (it imports only :mod:`latentot._checks`): the Gaussian prior's ``norm_cdf`` etc.
-and the diagnostics both build on it.
+A leaf module (it imports only the infrastructure: :mod:`latentot._checks`,
+:mod:`latentot._promotion`): the Gaussian prior's ``norm_cdf`` etc. and the diagnostics both build
+on it. Half-precision arguments are computed in float32 and returned in their own dtype.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from jax.scipy import special
 
 from latentot import _checks
+from latentot._promotion import half_in_float32
 
 __all__ = ["chi_cdf", "chi_icdf", "chi_isf", "chi_sf"]
 
 
+@half_in_float32("r")
 def chi_cdf(r, dim: int):
     """CDF of the chi law with ``dim`` degrees of freedom, P(dim/2, r²/2)."""
     dim = _checks.check_positive_int("dim", dim)
@@ -23,6 +28,7 @@ def chi_cdf(r, dim: int):
     return special.gammainc(dim / 2, x * x / 2)
 
 
+@half_in_float32("r")
 def chi_sf(r, dim: int):
     """Survival function of the chi law, Q(dim/2, r²/2), accurate in the upper tail."""
     dim = _checks.check_positive_int("dim", dim)
@@ -30,6 +36,7 @@ def chi_sf(r, dim: int):
     return special.gammaincc(dim / 2, x * x / 2)
 
 
+@half_in_float32("u")
 def chi_icdf(u, dim: int, *, iterations: int = 30):
     """Quantile of the chi law with ``dim`` degrees of freedom (0 maps to 0, 1 to inf).
 
@@ -48,6 +55,7 @@ def chi_icdf(u, dim: int, *, iterations: int = 30):
     return jnp.where(u >= 1, jnp.inf, r).astype(u.dtype)
 
 
+@half_in_float32("q")
 def chi_isf(q, dim: int, *, iterations: int = 30):
     """Inverse survival function of the chi law: the r with P(‖z‖ > r) = q, exact for small q."""
     dim = _checks.check_positive_int("dim", dim)
@@ -57,6 +65,7 @@ def chi_isf(q, dim: int, *, iterations: int = 30):
     return jnp.where(q <= 0, jnp.inf, r).astype(q.dtype)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _chi_quantile(f, s, dim, iterations):
     """The chi quantile of a probability given as CDF value ``f`` and survival value ``s``.
 

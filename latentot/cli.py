@@ -17,9 +17,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any
 
-__all__ = ["CLIError", "FitProgress", "build_parser", "load_codes", "main"]
+__all__ = ["CLIError", "build_parser", "load_codes", "main"]
+
+
+def __getattr__(name: str):
+    # cli.FitProgress, kept for existing callers: it lives in latentot.aeot (a notebook's
+    # progress bar too), imported on first use so that ``latentot --help`` does not import jax.
+    if name == "FitProgress":
+        from latentot.aeot.progress import FitProgress
+
+        return FitProgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PRIORS = ("gaussian", "uniform", "cauchy", "laplace", "logistic")
 EXIT_USAGE = 2
@@ -44,94 +55,6 @@ def _log(message: str) -> None:
 def _elapsed(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
-
-
-class FitProgress:
-    """Progress of ``aeot.fit``, passed as its ``callback(step, metrics)``.
-
-    ``fit`` calls it on the host once per chunk of steps with the step reached and the chunk's
-    metrics (at least ``metrics["loss"]``). On a terminal it drives a tqdm bar; otherwise it
-    writes a line ``latentot: fit: step 300/1000 (30%), loss 0.0123, 12 s elapsed`` to
-    ``stream`` whenever 10% of the steps or 30 s have passed since the last line, and at the
-    last step; ``mode="off"`` (``--quiet``) writes nothing.
-
-    Args:
-      steps: the total number of steps of the run.
-      mode: ``"bar"``, ``"log"`` or ``"off"``.
-      stream: where lines go (default ``sys.stderr``).
-      write: instead of ``stream``, called with the line's text without the ``latentot:``
-        prefix and the elapsed time (the CLI passes its timestamping logger).
-      every_s: seconds between lines at most (when a chunk ends after that long).
-      clock: a monotonic clock in seconds (for tests).
-    """
-
-    def __init__(
-        self,
-        steps: int,
-        *,
-        mode: str,
-        stream: TextIO | None = None,
-        write: Callable[[str], None] | None = None,
-        every_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        if mode not in ("bar", "log", "off"):
-            raise ValueError(f"mode must be 'bar', 'log' or 'off', got {mode!r}")
-        self.steps = steps
-        self.mode = mode
-        self.stream = stream
-        self.write = write
-        self.every_s = every_s
-        self.clock = clock
-        self.every_steps = max(1, steps // 10)
-        self._start = clock()
-        self._last_time = self._start
-        self._last_step: int | None = None
-        self._bar = None
-        self.lines = 0
-
-    def __call__(self, step: int, metrics: dict) -> None:
-        step = int(step)
-        loss = float(metrics["loss"])
-        if self.mode == "bar":
-            if self._bar is None:
-                from tqdm.auto import tqdm
-
-                self._bar = tqdm(total=self.steps, desc="AE-OT", file=self.stream or sys.stderr)
-            self._bar.update(step - self._bar.n)
-            self._bar.set_postfix(loss=f"{loss:.4g}")
-            return
-        if self.mode == "off":
-            return
-        now = self.clock()
-        if self._last_step is None:  # the first chunk (of a fresh or a resumed run)
-            due = True
-        else:
-            due = (
-                step - self._last_step >= self.every_steps
-                or now - self._last_time >= self.every_s
-                or step >= self.steps
-            )
-        if due:
-            percent = 100 * step / self.steps if self.steps else 100.0
-            text = f"fit: step {step}/{self.steps} ({percent:.0f}%), loss {loss:.4g}"
-            if self.write is not None:
-                self.write(text)
-            else:
-                elapsed = _elapsed(now - self._start)
-                print(
-                    f"latentot: {text}, {elapsed} elapsed",
-                    file=self.stream or sys.stderr,
-                    flush=True,
-                )
-            self._last_step, self._last_time = step, now
-            self.lines += 1
-
-    def close(self) -> None:
-        """Closes the bar (if any)."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 class _Heartbeat:
@@ -477,7 +400,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         mode = "bar" if _progress() else "log"
     beat = _Heartbeat(quiet=args.quiet, tty=_progress())
-    progress = FitProgress(steps, mode=mode, write=beat.say)
+    progress = aeot.FitProgress(steps, mode=mode, write=beat.say)
     kwargs["callback"] = progress
     try:
         with beat:

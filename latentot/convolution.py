@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from latentot import priors as _priors
+from latentot._promotion import half_in_float32
 
 __all__ = ["extrapolate_tails", "fft_table", "light_tailed"]
 
@@ -81,6 +82,7 @@ def light_tailed(std) -> bool:
         return bool(lumped < 1e-12)
 
 
+@half_in_float32("w")
 def fft_table(std, w, *, num_grid: int):
     """Edge positions and values of T₀ for one weight vector ``w`` ``[k]`` of the prior ``std``.
 

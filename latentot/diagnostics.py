@@ -38,6 +38,7 @@ from jax.scipy import special
 
 from latentot import _checks, norms, ops
 from latentot import priors as _priors
+from latentot._promotion import half_in_float32
 from latentot.matching import matched_lerp
 from latentot.transport import transport_map
 
@@ -68,6 +69,7 @@ METHODS = ("linear", "slerp", "matched")
 # Statistics.
 
 
+@half_in_float32("sample")
 def ks_distance_cdf(sample, cdf) -> jax.Array:
     """Kolmogorov-Smirnov statistic sup_x |F_n(x) - F(x)| of all entries of ``sample``.
 
@@ -102,6 +104,7 @@ def _ks_sorted(x, cdf):
     return jnp.maximum(d_plus, d_minus)
 
 
+@half_in_float32("sample")
 def ks_distance(sample, prior) -> jax.Array:
     """KS statistic of all components of ``sample`` against the prior's component CDF.
 
@@ -147,18 +150,22 @@ class NormStats(NamedTuple):
     var_sq_norm: jax.Array
 
 
-def norm_stats(z, *, loc=0.0) -> NormStats:
+@half_in_float32("z")
+def norm_stats(z, *, loc=0.0, axis=-1) -> NormStats:
     """Sample moments of the Euclidean norm of latent vectors.
 
     Args:
-      z: ``[..., d]`` latent vectors (the last axis is the latent dimension).
-      loc: centre subtracted before taking norms (scalar or ``[d]``).
+      z: ``[..., d]`` latent vectors (the last axis is the latent dimension), or any shape with
+        the latent axes given by ``axis``.
+      loc: centre subtracted before taking norms (scalar, or broadcasting against z).
+      axis: the latent axes the norm is taken over (an int or a tuple; default the last axis),
+        e.g. ``(1, 2, 3)`` for image latents ``[B, C, H, W]``.
 
     Returns:
-      :class:`NormStats` of ‖z - loc‖ over the leading axes (unbiased variances).
+      :class:`NormStats` of ‖z - loc‖ over the other axes (unbiased variances).
     """
     z = _checks.latent("z", z)
-    x = z - jnp.asarray(loc, z.dtype)
+    (x,), _ = _checks.flatten_latent(("z",), (z - jnp.asarray(loc, z.dtype),), axis)
     sq = jnp.sum(x * x, -1).ravel()
     r = jnp.sqrt(sq)
     ddof = 1 if sq.shape[0] > 1 else 0
@@ -188,23 +195,27 @@ def chi_moments(dim: int, dtype=None) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(mean, dtype), jnp.asarray(var, dtype)
 
 
-def norm_ks(z, prior, *, law: str = "auto") -> jax.Array:
+@half_in_float32("z")
+def norm_ks(z, prior, *, law: str = "auto", axis=-1) -> jax.Array:
     """KS statistic of the norms ‖z - loc‖ against the norm law of the prior.
 
     Args:
-      z: ``[..., d]`` latent vectors.
+      z: ``[..., d]`` latent vectors, or any shape with the latent axes given by ``axis``.
       prior: the latent prior.
       law: ``"exact"``: the prior's own ``norm_cdf(r, d)`` (the chi law for the Gaussian);
         ``"approx"``: the normal approximation of Leśniak's Observation 2.1
         (:func:`latentot.norms.norm_law`); ``"auto"``: exact when the prior has ``norm_cdf``.
+      axis: the latent axes the norm is taken over (an int or a tuple; default the last axis);
+        d is the product of their sizes (16,384 for ``[B, 4, 64, 64]`` noise with
+        ``axis=(1, 2, 3)``). The prior's loc must be a scalar or ``[d]`` of the flattened latent.
 
     Returns:
-      A scalar KS statistic over the norms of the leading axes.
+      A scalar KS statistic over the norms of the other axes.
     """
     _checks.check_prior(prior)
     if law not in ("auto", "exact", "approx"):
         raise ValueError(f"law must be 'auto', 'exact' or 'approx', got {law!r}")
-    z = _checks.latent("z", z)
+    (z,), _ = _checks.flatten_latent(("z",), (z,), axis)
     has_exact = callable(getattr(prior, "norm_cdf", None))
     if law == "exact" and not has_exact:
         raise ValueError(f"{type(prior).__name__} has no exact norm law (norm_cdf)")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentot import _checks, ops, splines
+from latentot._promotion import half_in_float32
 from latentot._sharding import apply_map
 from latentot.transport import transport_map
 
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 
+@half_in_float32("z0", "z1")
 def matched_lerp(prior, z0, z1, t, **map_kwargs) -> jax.Array:
     """Matched 2-point interpolation T_t((1 - t) z0 + t z1).
 
@@ -56,6 +58,7 @@ def matched_lerp(prior, z0, z1, t, **map_kwargs) -> jax.Array:
     return apply_map(transport_map(prior, ops.lerp_weights(t), **map_kwargs), y)
 
 
+@half_in_float32("zs")
 def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
     """Matched linear combination, e.g. n-point interpolation with Σ weights = 1.
 
@@ -74,6 +77,7 @@ def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
     return apply_map(transport_map(prior, w, **map_kwargs), y)
 
 
+@half_in_float32("corners")
 def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     """Matched 4-point bilinear grid; its corners equal ``corners``.
 
@@ -96,6 +100,7 @@ def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     return _map_frames(prior, w.reshape(n, n, *(1,) * (y.ndim - 3), 4), y, map_kwargs)
 
 
+@half_in_float32("keyframes")
 def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -> jax.Array:
     """The Catmull-Rom spline through keyframes, every frame mapped to the prior's law.
 
@@ -127,6 +132,7 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
     return _map_frames(prior, w, y, map_kwargs)
 
 
+@half_in_float32("zs")
 def matched_mean(prior, zs, **map_kwargs) -> jax.Array:
     """The matched centroid T(Σ_k z_k / k) of k latents.
 
@@ -148,6 +154,7 @@ def matched_mean(prior, zs, **map_kwargs) -> jax.Array:
     return matched_combine(prior, zs, np.full(k, 1 / k, zs.dtype), **map_kwargs)
 
 
+@half_in_float32("zs")
 def matched_subspace(
     rng: jax.Array, prior, zs, num: int, *, convex: bool = False, **map_kwargs
 ) -> jax.Array:
@@ -193,6 +200,7 @@ def _map_frames(prior, weights, y, map_kwargs):
     return apply_map(transport_map(prior, weights, **map_kwargs), y)
 
 
+@half_in_float32("za", "zb", "zc")
 def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:
     """Matched analogy T(zc + zb - za); Gaussian: loc + (y - loc)/√3, Cauchy: /3.
 
@@ -212,6 +220,7 @@ def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:
     return apply_map(transport_map(prior, w, **map_kwargs), y)
 
 
+@half_in_float32("z")
 def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> jax.Array:
     """Matched vicinity sampling T(z + eps · u_j), u_j drawn from the prior.
 
@@ -233,6 +242,7 @@ def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> j
     return apply_map(transport_map(prior, ops.vicinity_weights(eps), **map_kwargs), y)
 
 
+@half_in_float32("z0")
 def matched_random_walk(rng: jax.Array, prior, z0, eps, steps: int, **map_kwargs) -> jax.Array:
     """A random walk of matched vicinity steps y_{k+1} = T(y_k + eps · u_k), via ``lax.scan``.
 

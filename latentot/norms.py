@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from latentot import _checks, quadrature
+from latentot._promotion import cast_back, compute_dtype
 from latentot.chi import chi_cdf, chi_icdf, chi_isf, chi_sf
 
 __all__ = ["chi_cdf", "chi_icdf", "chi_isf", "chi_sf", "norm_law"]
@@ -29,13 +30,14 @@ def norm_law(prior, dim: int, dtype=None) -> tuple[jax.Array, jax.Array]:
     Args:
       prior: the component prior.
       dim: latent dimension d.
-      dtype: result dtype (default float).
+      dtype: result dtype (default float; bfloat16 and float16 are computed in float32).
 
     Returns:
       ``(mean, variance)`` = (√(d μ₂), (μ₄ - μ₂²) / (4 μ₂)).
     """
     dim = _checks.check_positive_int("dim", dim)
-    dtype = dtype or jnp.result_type(float)
+    out_dtype = dtype or jnp.result_type(float)
+    dtype = compute_dtype(out_dtype)  # half precision: the quadrature runs in float32
 
     def moments(q):
         q = jnp.clip(q, -1e9, 1e9)  # keeps q⁴ finite in float32; a real tail there diverges anyway
@@ -46,4 +48,4 @@ def norm_law(prior, dim: int, dtype=None) -> tuple[jax.Array, jax.Array]:
     heavy = ~(jnp.abs(mu4 - mu4_cut) <= 1e-3 * mu4)
     mean = jnp.where(heavy, jnp.inf, jnp.sqrt(dim * mu2))
     var = jnp.where(heavy, jnp.inf, (mu4 - mu2**2) / (4 * mu2))
-    return mean, var
+    return cast_back(mean, out_dtype), cast_back(var, out_dtype)

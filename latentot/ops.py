@@ -6,6 +6,16 @@ differs from the prior's; :mod:`latentot.matching` gives the distribution-matche
 Shapes: the last axis is the latent dimension ``d``; leading axes broadcast. Coefficients
 (``t``, ``eps``) broadcast against the leading axes, so ``lerp(z0, z1, ts[:, None])`` with
 ``ts`` of shape ``[n]`` and ``z0, z1`` of shape ``[m, d]`` gives ``[n, m, d]``.
+
+Every operation except :func:`slerp` is component-wise, so it works on latents of any shape
+(image latents ``[B, C, H, W]`` included) unchanged: only ``t``'s broadcasting refers to the
+last axis. For a vector of frames ``ts`` ``[T]`` between two image latents ``[C, H, W]``, vmap
+over t (``jax.vmap(lambda t: lerp(z0, z1, t))(ts)``, ``[T, C, H, W]``) or pass
+``ts[:, None, None]``. :func:`slerp` reduces over the latent (a norm and an angle): pass
+``axis=(-3, -2, -1)`` for image latents.
+
+Dtypes: bfloat16 and float16 latents are computed in float32 and returned in their own dtype
+(:func:`latentot._promotion.half_in_float32`).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentot import _checks
+from latentot._promotion import half_in_float32
 
 __all__ = [
     "analogy",
@@ -55,6 +66,7 @@ def bilinear_weights(n: int, dtype=None) -> jax.Array:
         return jnp.asarray(w, dtype or jnp.result_type(float))
 
 
+@half_in_float32("z0", "z1")
 def lerp(z0, z1, t) -> jax.Array:
     """Linear interpolation (1 - t) z0 + t z1.
 
@@ -72,21 +84,34 @@ def lerp(z0, z1, t) -> jax.Array:
     return (1 - t) * z0 + t * z1
 
 
-def slerp(z0, z1, t) -> jax.Array:
+@half_in_float32("z0", "z1")
+def slerp(z0, z1, t, *, axis=-1) -> jax.Array:
     """Spherical linear interpolation (Shoemake; White 2016).
 
-    sin((1-t)Ω)/sin Ω · z0 + sin(tΩ)/sin Ω · z1, with Ω the angle between z0 and z1. When the
-    points are (nearly) parallel or antipodal, or one is zero, sin Ω vanishes and the formula
-    becomes lerp, which is also its limit for Ω → 0.
+    sin((1-t)Ω)/sin Ω · z0 + sin(tΩ)/sin Ω · z1, with Ω the angle between z0 and z1 over the
+    latent axes ``axis``. When the points are (nearly) parallel or antipodal, or one is zero,
+    sin Ω vanishes and the formula becomes lerp, which is also its limit for Ω → 0.
 
     Args:
-      z0: ``[..., d]``.
-      z1: ``[..., d]``.
-      t: as in :func:`lerp`.
+      z0: ``[..., d]`` start point(s), or any shape with the latent axes given by ``axis``.
+      z1: the end point(s), with the same latent axes as z0.
+      t: scalar or array broadcasting against the axes not in ``axis`` (the leading axes), as in
+        :func:`lerp`. For image latents: one pair ``[C, H, W]`` with ``axis=(-3, -2, -1)`` and
+        frames ``ts`` ``[T]`` give ``[T, C, H, W]``; a batch ``[B, C, H, W]`` with
+        ``axis=(1, 2, 3)`` takes one t per pair as ``t`` ``[B]``, or every frame for every pair
+        as ``ts[:, None]`` ``[T, 1]`` (``[T, B, C, H, W]``).
+      axis: the latent axes the norm and the angle are taken over (an int or a tuple; default
+        the last axis). The result equals slerp of the latents flattened over these axes.
 
     Returns:
-      ``[..., d]``.
+      The latents' shape broadcast with t's, e.g. ``[..., d]``.
     """
+    (z0, z1), restore = _checks.flatten_latent(("z0", "z1"), (z0, z1), axis)
+    return restore(_slerp(z0, z1, t))
+
+
+def _slerp(z0, z1, t):
+    """:func:`slerp` over the last axis."""
     (z0, z1), lead = _checks.same_latent(("z0", "z1"), (z0, z1))
     t = _checks.interpolation_t(t, lead, z0.dtype)[..., None]
     eps = jnp.finfo(z0.dtype).eps
@@ -105,6 +130,7 @@ def slerp(z0, z1, t) -> jax.Array:
     return a * z0 + b * z1
 
 
+@half_in_float32("zs")
 def combine(zs, weights) -> jax.Array:
     """The linear combination Σ_k weights[k] · zs[k] (n-point interpolation when Σ weights = 1).
 
@@ -133,6 +159,7 @@ def _corners(corners) -> jax.Array:
     return c
 
 
+@half_in_float32("corners")
 def grid(corners, n: int) -> jax.Array:
     """The 4-point bilinear grid between corners.
 
@@ -149,12 +176,14 @@ def grid(corners, n: int) -> jax.Array:
     return jnp.einsum("ijk,k...->ij...", w, c)
 
 
+@half_in_float32("za", "zb", "zc")
 def analogy(za, zb, zc) -> jax.Array:
     """The analogy zc + (zb - za): "za is to zb as zc is to ?"."""
     (za, zb, zc), _ = _checks.same_latent(("za", "zb", "zc"), (za, zb, zc))
     return zc + (zb - za)
 
 
+@half_in_float32("z")
 def vicinity(rng: jax.Array, prior, z, eps, num: int) -> jax.Array:
     """Vicinity sampling z + eps · u_j with u_j drawn from the prior.
 
@@ -176,6 +205,7 @@ def vicinity(rng: jax.Array, prior, z, eps, num: int) -> jax.Array:
     return z + eps * u
 
 
+@half_in_float32("z0")
 def random_walk(rng: jax.Array, prior, z0, eps, steps: int) -> jax.Array:
     """A random walk of repeated vicinity steps y_{k+1} = y_k + eps · u_k.
 

@@ -21,6 +21,9 @@ and, optionally (the defaults are used when absent; provide them for accurate up
   exact law of ``‖z - loc‖`` for an isotropic prior (used by
   :func:`latentot.spherical_cauchy_lerp`).
 
+Every method accepts bfloat16 and float16 arrays: it computes in float32 (the special functions
+have no half-precision kernels, nor the precision) and returns the input's dtype.
+
 Priors are frozen dataclasses registered as pytrees: their parameters are data fields, so a
 prior can be passed through ``jax.jit`` and ``jax.vmap`` (a batch of priors is a prior with
 array-valued parameters) and its parameters can be traced. Concrete parameters are validated when
@@ -42,6 +45,7 @@ import numpy as np
 from jax.scipy import special
 
 from latentot import _checks, chi
+from latentot._promotion import cast_back, compute_dtype, half_in_float32
 
 __all__ = [
     "Cauchy",
@@ -158,27 +162,37 @@ class _LocScale:
         return self.loc + self.scale * z
 
     def sample(self, rng: jax.Array, shape, dtype=None) -> jax.Array:
-        """Draws an array of the given shape; loc and scale broadcast against it."""
-        shape = tuple(shape)
-        z0 = self._sample0(rng, shape, _default_dtype(dtype))
-        return self._x(z0).astype(z0.dtype)
+        """Draws an array of the given shape; loc and scale broadcast against it.
 
+        bfloat16 and float16 draws are made in float32 and rounded (float16 saturates at
+        ±65504 rather than overflowing, e.g. for Cauchy draws).
+        """
+        shape = tuple(shape)
+        dtype = _default_dtype(dtype)
+        z0 = self._sample0(rng, shape, compute_dtype(dtype))  # half precision: drawn in float32
+        return cast_back(self._x(z0).astype(z0.dtype), dtype)
+
+    @half_in_float32("x")
     def log_prob(self, x):
         """Component-wise log-density."""
         return self._log_prob0(self._z(x)) - jnp.log(self.scale)
 
+    @half_in_float32("x")
     def cdf(self, x):
         """F_Z(x)."""
         return self._cdf0(self._z(x))
 
+    @half_in_float32("x")
     def sf(self, x):
         """1 - F_Z(x), accurate in the upper tail."""
         return self._cdf0(-self._z(x)) if self._symmetric else 1 - self._cdf0(self._z(x))
 
+    @half_in_float32("u")
     def icdf(self, u):
         """F_Z⁻¹(u), accurate in the lower tail."""
         return self._x(self._icdf0(_checks.as_float("u", u)))
 
+    @half_in_float32("q")
     def isf(self, q):
         """F_Z⁻¹(1 - q), accurate in the upper tail."""
         return self._x(-self._icdf0(_checks.as_float("q", q)))
@@ -240,18 +254,22 @@ class Gaussian(_LocScale):
     def _icdf0(self, u):
         return special.ndtri(u)
 
+    @half_in_float32("r")
     def norm_cdf(self, r, dim: int):
         """CDF of ‖z‖ for z ~ N(0, scale² I_dim): P(dim/2, r²/(2 scale²)) (the chi law)."""
         return chi.chi_cdf(_checks.as_float("r", r) / self.scale, dim)
 
+    @half_in_float32("r")
     def norm_sf(self, r, dim: int):
         """Survival of ‖z‖ for z ~ N(0, scale² I_dim), accurate in the upper tail."""
         return chi.chi_sf(_checks.as_float("r", r) / self.scale, dim)
 
+    @half_in_float32("q")
     def norm_isf(self, q, dim: int):
         """Inverse survival of ‖z‖ for z ~ N(0, scale² I_dim), accurate for small q."""
         return self.scale * chi.chi_isf(_checks.as_float("q", q), dim)
 
+    @half_in_float32("u")
     def norm_icdf(self, u, dim: int):
         """Quantile of ‖z‖ for z ~ N(0, scale² I_dim) (see :func:`latentot.chi.chi_icdf`)."""
         return self.scale * chi.chi_icdf(_checks.as_float("u", u), dim)
@@ -301,21 +319,25 @@ class Uniform(_LocScale):
         return jnp.clip(2 * u - 1, -1, 1)
 
     # Measured from the nearer end, so that both tails keep float32 precision.
+    @half_in_float32("x")
     def cdf(self, x):
         """F_Z(x) = (x - low) / (high - low), clipped to [0, 1]."""
         x = _checks.as_float("x", x)
         return jnp.clip((x - self.low) / (self.high - self.low), 0, 1)
 
+    @half_in_float32("x")
     def sf(self, x):
         """1 - F_Z(x) = (high - x) / (high - low), clipped to [0, 1]."""
         x = _checks.as_float("x", x)
         return jnp.clip((self.high - x) / (self.high - self.low), 0, 1)
 
+    @half_in_float32("u")
     def icdf(self, u):
         """low + (high - low) u."""
         u = jnp.clip(_checks.as_float("u", u), 0, 1)
         return self.low + (self.high - self.low) * u
 
+    @half_in_float32("q")
     def isf(self, q):
         """high - (high - low) q."""
         q = jnp.clip(_checks.as_float("q", q), 0, 1)

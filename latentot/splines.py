@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentot import _checks
+from latentot._promotion import half_in_float32
 
 __all__ = ["spline", "spline_weights"]
 
@@ -101,6 +102,7 @@ def combine_frames(keyframes, index, weight):
     return jnp.einsum("rj,rj...->r...", w, keyframes[jnp.asarray(index)])
 
 
+@half_in_float32("keyframes")
 def spline(keyframes, t, *, closed: bool = False) -> jax.Array:
     """The uniform Catmull-Rom spline through latent keyframes (see the module docstring).
 

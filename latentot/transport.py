@@ -32,6 +32,7 @@ import numpy as np
 
 from latentot import _checks, convolution, quadrature
 from latentot import priors as _priors
+from latentot._promotion import compute_dtype, half_in_float32
 from latentot.priors import quantile_map
 
 __all__ = [
@@ -185,6 +186,7 @@ class TransportMap:
     low: Any
     high: Any
 
+    @half_in_float32("y")
     def __call__(self, y):
         """Applies T to ``y`` of shape ``[..., d]``; the map's batch axes broadcast with ``...``."""
         y = _checks.latent("y", y)
@@ -222,7 +224,8 @@ def transport_map(
       prior: any prior (see :mod:`latentot.priors`).
       weights: ``[..., k]``; leading axes give a batch of maps. May be traced. All-zero weights
         (a point mass, no map exists) raise ``ValueError`` when concrete; traced, they give the
-        map of weight 1 on one draw (the identity).
+        map of weight 1 on one draw (the identity). bfloat16 and float16 weights build float32
+        tables (the map returns the dtype it is applied to).
       method: ``"auto"`` (closed form where one exists, else ``"fft"``; but ``"quadrature"``
         for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`, and for a traced
         batch ``[m, ..., k]`` of weights, which may be sharded: XLA's SPMD partitioner replicates
@@ -246,6 +249,7 @@ def transport_map(
         num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=64)
     cw = _checks.concrete(weights)  # before the conversion, which is traced under jit
     w = _checks.as_float("weights", weights)
+    w = w.astype(compute_dtype(w.dtype))  # half-precision weights: float32 tables
     if w.ndim < 1 or w.shape[-1] < 1:
         raise ValueError(f"weights must have shape [..., k] with k >= 1, got {w.shape}")
     if cw is not None and np.any(np.all(cw == 0, axis=-1)):

@@ -58,7 +58,7 @@ sampler = aeot.fit(
     codes,
     steps=STEPS,
     log_every=max(1, STEPS // 5),
-    callback=lambda step, m: print(f"step {step}: loss {m['loss']:.4g}"),
+    callback=aeot.FitProgress(STEPS),  # a tqdm bar: steps, loss, ETA
 )
 print(f"training: {time.perf_counter() - t0:.1f} s")
 

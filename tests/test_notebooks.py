@@ -55,6 +55,7 @@ EXPECTED = {
     "matched_operators.py": (4, ()),
     "aeot_eight_gaussians.py": (2, ("fast mode", "within 3σ")),
     "digits_end_to_end.py": (3, ("largest per-frame KS",)),
+    "diffusion_noise.py": (2, ("wall time on this", "KS of", "centre norm")),
 }
 
 

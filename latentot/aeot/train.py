@@ -260,7 +260,9 @@ def fit(
         ``M >= 2 · batch_size``, or a smaller batch is used.
       callback: ``callback(step, metrics)``, called on the host once per chunk with the number
         of steps done and a dict of floats: the last step's ``loss``, ``map_error``,
-        ``grad_norm``, LP diagnostics, and the ``val_…`` metrics when computed.
+        ``grad_norm``, LP diagnostics, and the ``val_…`` metrics when computed. Pass
+        ``FitProgress(steps)`` (:class:`latentot.aeot.FitProgress`) for a progress bar with the
+        loss and the ETA.
       log_every: steps per jitted chunk (the host syncs once a chunk).
       checkpoint_path: where to write training checkpoints (atomically).
       checkpoint_every: steps between checkpoints (default ``log_every``); the last step is
