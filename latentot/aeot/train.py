@@ -502,6 +502,8 @@ def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
     inner_val = _pursuit.project(held_out, mean, basis).astype(codes_np.dtype)
     if len(inner_val) < 4:
         inner_val = None
+    if settings.get("batch_size") is not None:  # valid for the N codes; the block has fewer
+        settings["batch_size"] = min(settings["batch_size"], len(block))
     inner = fit(k_fit, block, method="debiased", validation_codes=inner_val, **settings)
     history = (inner.history or {}) | history
     return Sampler(inner.params, inner.prior, inner.potential_config, history, frame=frame)
