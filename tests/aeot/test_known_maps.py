@@ -91,6 +91,11 @@ def test_known_map_floors(kind, d):
         assert e["aeot"] <= 6.0
 
 
+@jax.jit
+def _jacobians(pair, x):
+    return jax.vmap(jax.jacfwd(pair.transport))(x)
+
+
 @pytest.mark.parametrize("kind", ["subspace", "spiked", "bimodal"])
 def test_subspace_maps_are_gradients_of_convex_functions(kind):
     """The issue-20 families above their subspace's size (8, 6 or 4; d = 5, below, is in
@@ -98,7 +103,7 @@ def test_subspace_maps_are_gradients_of_convex_functions(kind):
     d = 12
     pair = km.known_map(jax.random.key(0), kind, d)
     x = jax.random.normal(jax.random.key(1), (8, d)) * 1.5
-    jac = jax.vmap(jax.jacfwd(pair.transport))(x)
+    jac = _jacobians(pair, x)
     np.testing.assert_allclose(jac, jnp.swapaxes(jac, 1, 2), atol=1e-5)
     assert float(jnp.min(jnp.linalg.eigvalsh(0.5 * (jac + jnp.swapaxes(jac, 1, 2))))) > 0
     x2 = jax.random.normal(jax.random.key(2), (8, d))
