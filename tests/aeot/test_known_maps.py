@@ -51,8 +51,8 @@ def test_bures_map_is_the_gaussian_optimal_map():
     np.testing.assert_allclose(b2, 3.0 + 2.0 * b - 4.0 * a @ np.ones(4), atol=1e-3)
 
 
-def _known_map_errors(kind, d, n=4096, **fit_kwargs):
-    pair = km.known_map(jax.random.key(d), kind, d)
+def _known_map_errors(kind, d, n=4096, pair_seed=None, **fit_kwargs):
+    pair = km.known_map(jax.random.key(d if pair_seed is None else pair_seed), kind, d)
     _, codes = pair.sample(jax.random.key(1), n)
     x, y = pair.sample(jax.random.key(2), 2048)
     a, b = aeot.bures_map(codes, Gaussian())
@@ -178,10 +178,11 @@ def test_debiased_curvature_only_in_low_dimension():
 
 @pytest.mark.slow
 def test_more_steps_are_not_worse_subspace_d64():
-    """Issue 20, item 2: on the d = 64 subspace pair (20,000 codes, library defaults) 3000 steps
-    score at most 1.25× the default 1000 (measured before the fix: 3.87 → 8.84; after:
-    see benchmarks/README.md)."""
-    e1 = _known_map_errors("subspace", 64, n=20_000)
-    e3 = _known_map_errors("subspace", 64, n=20_000, steps=3000)
+    """Issue 20, item 2: on the benchmark's d = 64 subspace pair (its draws: pair key 164,
+    20,000 codes, library defaults) 3000 steps score at most 1.25× the default 1000. Measured
+    on the benchmark's 4096 test points (this test uses 2048): before the fix 3.87 → 8.84,
+    after it 3.46 → 3.82 (linear map 6.81; benchmarks/README.md)."""
+    e1 = _known_map_errors("subspace", 64, n=20_000, pair_seed=164)
+    e3 = _known_map_errors("subspace", 64, n=20_000, pair_seed=164, steps=3000)
     assert e3["aeot"] <= 1.25 * e1["aeot"]
     assert e1["aeot"] < e1["linear"]
