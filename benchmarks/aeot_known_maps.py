@@ -12,7 +12,7 @@ each pair and dimension: 20,000 codes y = T*(x), 4096 fresh test points, and for
   measures 3–6% at these sizes: the two sample covariances differ by sampling error);
 * on the ``bimodal`` pair, KS = the mean over its bimodal directions u of the two-sample
   Kolmogorov–Smirnov statistic between the 20,000 pushed samples' and the codes' marginals
-  along u (issue 20's floor: ≤ 0.05; about 0.009 for two samples of the same law, and 0.10
+  along u (issue 20's floor: ≤ 0.05; about 0.009 for two samples of the same law, and 0.14
   for Gaussian marginals, which the identity and linear maps give);
 * the fit time: wall clock and, for latentot's methods, the process CPU time (all threads,
   compilation included; on a shared machine the CPU time is the fairer measure).
