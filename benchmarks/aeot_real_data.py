@@ -583,7 +583,7 @@ def fit_flowjax(
         nn_width=width,
     )
     with third_party_promotion():
-        flow, _ = fit_to_data(
+        flow, losses = fit_to_data(
             k_fit,
             flow,
             x,
@@ -599,6 +599,8 @@ def fit_flowjax(
             y = np.asarray(draw(flow, rng, n), np.float64)
         return (y @ w_inv + mean).astype(np.float32)
 
+    info = {"epochs": len(losses["train"]), "best_val": float(min(losses["val"]))}
+    sample.info = info  # type: ignore[attr-defined]
     return sample
 
 
@@ -700,7 +702,7 @@ def run(
         scorer = Scorer(case.train, case.test, case.ica, seed=seed)
         log(
             f"## {name} (d = {case.dim}): {case.note}; "
-            f"data + scorer {time.perf_counter() - t0:.1f} s; "
+            f"data + scorer {time.perf_counter() - t0:.1f} s; rank {scorer.rank}; "
             f"ICA directions' excess kurtosis {np.round(scorer.ica_kurtosis, 1).tolist()}"
         )
         rows = []
