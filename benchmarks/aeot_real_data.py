@@ -83,6 +83,7 @@ import dataclasses
 import functools
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -693,8 +694,13 @@ def run(
     n_samples: int = 8192,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    on_case: Callable[[dict[str, dict]], None] | None = None,
 ) -> dict[str, dict]:
-    """Fits and scores every method on every case; returns ``{case: {"note", "rows"}}``."""
+    """Fits and scores every method on every case; returns ``{case: {"note", "dim", "rows"}}``.
+
+    ``on_case``, if given, is called with the results so far after each case (the script writes
+    its JSON there, so an interrupted run keeps its finished cases).
+    """
     results = {}
     for name in cases:
         t0 = time.perf_counter()
@@ -736,7 +742,9 @@ def run(
         rows.append(row)
         log(f"  real held-out: score {row['score_s']:.1f} s")
         log("\n" + table(rows) + "\n")
-        results[name] = {"note": case.note, "dim": case.dim, "rows": rows}
+        results[name] = {"note": case.note, "dim": case.dim, "rank": scorer.rank, "rows": rows}
+        if on_case is not None:
+            on_case(results)
     return results
 
 
@@ -767,12 +775,19 @@ def main(argv=None):
     print(f"{stamp} · {platform.processor() or platform.machine()} · jax {jax.__version__}")
     if fit_kwargs:
         print(f"aeot with fit keywords {fit_kwargs}")
-    results = run(cases, methods, n_samples=args.samples, seed=args.seed)
-    if args.json:
-        meta = {"date": stamp, "jax": jax.__version__, "fit_kwargs": fit_kwargs}
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "cases": results}, f, indent=2)
-    return results
+    meta = {
+        "date": stamp,
+        "jax": jax.__version__,
+        "fit_kwargs": fit_kwargs,
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
+
+    def write(results):
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "cases": results}, f, indent=2)
+
+    return run(cases, methods, n_samples=args.samples, seed=args.seed, on_case=write)
 
 
 if __name__ == "__main__":
