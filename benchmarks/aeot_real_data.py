@@ -83,6 +83,7 @@ import dataclasses
 import functools
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -583,7 +584,7 @@ def fit_flowjax(
         nn_width=width,
     )
     with third_party_promotion():
-        flow, _ = fit_to_data(
+        flow, losses = fit_to_data(
             k_fit,
             flow,
             x,
@@ -599,6 +600,8 @@ def fit_flowjax(
             y = np.asarray(draw(flow, rng, n), np.float64)
         return (y @ w_inv + mean).astype(np.float32)
 
+    info = {"epochs": len(losses["train"]), "best_val": float(min(losses["val"]))}
+    sample.info = info  # type: ignore[attr-defined]
     return sample
 
 
@@ -691,8 +694,13 @@ def run(
     n_samples: int = 8192,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    on_case: Callable[[dict[str, dict]], None] | None = None,
 ) -> dict[str, dict]:
-    """Fits and scores every method on every case; returns ``{case: {"note", "rows"}}``."""
+    """Fits and scores every method on every case; returns ``{case: {"note", "dim", "rows"}}``.
+
+    ``on_case``, if given, is called with the results so far after each case (the script writes
+    its JSON there, so an interrupted run keeps its finished cases).
+    """
     results = {}
     for name in cases:
         t0 = time.perf_counter()
@@ -700,7 +708,7 @@ def run(
         scorer = Scorer(case.train, case.test, case.ica, seed=seed)
         log(
             f"## {name} (d = {case.dim}): {case.note}; "
-            f"data + scorer {time.perf_counter() - t0:.1f} s; "
+            f"data + scorer {time.perf_counter() - t0:.1f} s; rank {scorer.rank}; "
             f"ICA directions' excess kurtosis {np.round(scorer.ica_kurtosis, 1).tolist()}"
         )
         rows = []
@@ -734,7 +742,9 @@ def run(
         rows.append(row)
         log(f"  real held-out: score {row['score_s']:.1f} s")
         log("\n" + table(rows) + "\n")
-        results[name] = {"note": case.note, "dim": case.dim, "rows": rows}
+        results[name] = {"note": case.note, "dim": case.dim, "rank": scorer.rank, "rows": rows}
+        if on_case is not None:
+            on_case(results)
     return results
 
 
@@ -765,12 +775,19 @@ def main(argv=None):
     print(f"{stamp} · {platform.processor() or platform.machine()} · jax {jax.__version__}")
     if fit_kwargs:
         print(f"aeot with fit keywords {fit_kwargs}")
-    results = run(cases, methods, n_samples=args.samples, seed=args.seed)
-    if args.json:
-        meta = {"date": stamp, "jax": jax.__version__, "fit_kwargs": fit_kwargs}
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "cases": results}, f, indent=2)
-    return results
+    meta = {
+        "date": stamp,
+        "jax": jax.__version__,
+        "fit_kwargs": fit_kwargs,
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
+
+    def write(results):
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"meta": meta, "cases": results}, f, indent=2)
+
+    return run(cases, methods, n_samples=args.samples, seed=args.seed, on_case=write)
 
 
 if __name__ == "__main__":
