@@ -2,8 +2,8 @@
 
 * The dtype grid: every prior × every operator (raw, matched, Cauchy, splines, subspaces, grids)
   × {bfloat16, float16, float32, float64 under x64}. Half-precision results keep their dtype,
-  are finite, and are the float32 result of the same (upcast) inputs rounded once; float64
-  results agree with float32 to float32's accuracy.
+  are finite, and are the float32 result of the same (upcast) inputs rounded once; float32
+  results are finite; float64 inputs trace to float64 results (values: test_transforms etc.).
 * ``axis=``: the reducing operations over ``(1, 2, 3)`` of ``[B, C, H, W]`` equal the
   flattened computation; component-wise operations work on any shape.
 """
@@ -19,11 +19,11 @@ from latentot import chi, diagnostics, transport
 KEY = jax.random.PRNGKey(0)
 PRIORS = [lo.Gaussian(), lo.Uniform(), lo.Cauchy(), lo.Laplace(), lo.Logistic()]
 HALF = [jnp.bfloat16, jnp.float16]
+# Compilation is the cost of these tests (eager JAX compiles every primitive once per shape).
 SHAPE = (2, 12)  # tiny: the grid is about dtypes, not statistics
 IMAGE = (2, 3, 2, 2)  # [B, C, H, W] latents that flatten to SHAPE: the flattened computations
-# of the axis= tests are then those test_dtype_grid compiled (eager JAX compiles every
-# primitive once per shape)
-# Compilation is the cost here: the numerical maps are built by one jitted program per weight
+# of the axis= tests are then those test_dtype_grid compiled.
+# The numerical maps are built by one jitted program per weight
 # shape, so the operators below use three shapes only, [1, 2], [1, 3] and [1, 4] (a 2 × 2 grid
 # is its four corners, a spline at one frame one weight vector, a subspace of one point one).
 W4 = np.asarray([0.1, 0.2, 0.3, 0.4], np.float32)  # float32 weights: the latents' dtype wins
