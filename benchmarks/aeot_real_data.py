@@ -646,6 +646,8 @@ def fit_ott_entropic(rng, codes, n_points: int = 4096, epsilon: float | None = 1
 
 METHODS: dict[str, Fit] = {
     "aeot": fit_aeot,
+    # the default of latentot 0.2 at every d >= 3, the block method of "pursuit" below d = 33
+    "aeot-debiased": functools.partial(fit_aeot, method="debiased"),
     "linear": fit_linear,
     "rbig": fit_rbig,
     "flowjax": fit_flowjax,
