@@ -648,6 +648,7 @@ METHODS: dict[str, Fit] = {
     "aeot": fit_aeot,
     # the default of latentot 0.2 at every d >= 3, the block method of "pursuit" below d = 33
     "aeot-debiased": functools.partial(fit_aeot, method="debiased"),
+    "aeot-pursuit": functools.partial(fit_aeot, method="pursuit"),
     "linear": fit_linear,
     "rbig": fit_rbig,
     "flowjax": fit_flowjax,
