@@ -102,6 +102,16 @@ def _aeot(problem):
     """``aeot.fit`` with library defaults (and ``--fit-kwargs``)."""
     sampler = aeot.fit(jax.random.key(0), problem.codes, **problem.fit_kwargs)
     jax.block_until_ready(sampler.params)
+    note = "" if sampler.frame is None else f"k={sampler.k} layers={len(sampler.frame.layers)}"
+    return Fitted(sampler.transport, cpu=True, note=note)
+
+
+@register("aeot-debiased")
+def _aeot_debiased(problem):
+    """``method="debiased"``: latentot 0.2's default at every d >= 3."""
+    kw = dict(problem.fit_kwargs) | {"method": "debiased"}
+    sampler = aeot.fit(jax.random.key(0), problem.codes, **kw)
+    jax.block_until_ready(sampler.params)
     return Fitted(sampler.transport, cpu=True)
 
 
