@@ -116,7 +116,8 @@ DEBIASED_CURVATURE_MAX_DIM = 16
 #: gets worse, so held-out codes cannot see it. Without the curvature (above), 3000 steps with
 #: the cosine spread over all of them still measured 2.88 → 5.68 (clusters) and 2.97 → 4.39
 #: (mixture) against 1000 steps at d = 64, and a third of the rate over the 3000 steps 5.57 on
-#: the mixture; with this horizon the mixture measured 3.39 (``benchmarks/README.md``).
+#: the mixture; with this horizon 3000 steps measured 3.39 (mixture), 2.82 (clusters) and 2.75
+#: (subspace) against 2.97, 2.88 and 3.46 at 1000 (``benchmarks/README.md``).
 DEBIASED_SCHEDULE_STEPS = 1000
 
 
