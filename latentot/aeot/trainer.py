@@ -64,12 +64,31 @@ class TrainState:
 
 @functools.cache  # equal settings give the same object, so fit calls share one compilation
 def default_optimizer(
-    learning_rate: float = 1e-3, steps: int = 1000, final_lr_fraction: float = 0.01
+    learning_rate: float = 1e-3,
+    steps: int = 1000,
+    final_lr_fraction: float = 0.01,
+    horizon: int | None = None,
 ) -> optax.GradientTransformation:
     """Adam (β1 = 0.5, β2 = 0.999, as in the paper) with a cosine decay of the learning rate
-    from ``learning_rate`` to ``final_lr_fraction × learning_rate`` over ``steps``."""
-    schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)
+    from ``learning_rate`` to ``final_lr_fraction × learning_rate`` over ``steps``, or, with
+    ``horizon``, over ``min(steps, horizon)`` steps and constant at the final rate after."""
+    schedule = default_schedule(learning_rate, steps, final_lr_fraction, horizon)
     return optax.adam(schedule, b1=0.5, b2=0.999)
+
+
+def default_schedule(
+    learning_rate: float = 1e-3,
+    steps: int = 1000,
+    final_lr_fraction: float = 0.01,
+    horizon: int | None = None,
+) -> optax.Schedule:
+    """The learning rate of :func:`default_optimizer` as a function of the step."""
+    decay = steps if horizon is None else min(steps, horizon)
+    schedule = optax.cosine_decay_schedule(learning_rate, decay, alpha=final_lr_fraction)
+    if decay < steps:
+        final = optax.constant_schedule(learning_rate * final_lr_fraction)
+        schedule = optax.join_schedules([schedule, final], [decay])
+    return schedule
 
 
 _DEFAULT_LP = BatchLPSolver()
