@@ -212,6 +212,8 @@ def save(path, sampler) -> None:
     if frame is not None:
         meta["frame"] = pursuit.frame_meta(frame)
         arrays = arrays | tree_to_arrays("frame", frame)
+    if sampler.bounds is not None:
+        arrays = arrays | {"bounds/low": sampler.bounds[0], "bounds/high": sampler.bounds[1]}
     write_file(path, "sampler", meta, arrays)
 
 
@@ -255,7 +257,10 @@ def load(path, *, prior=None):
     if prior is None:
         raise ValueError(f"{path!s} was saved with a custom prior: pass prior= to load()")
     history = history_from_arrays(arrays) if kind == "training" else None
-    return Sampler(params, prior, config, history=history, frame=frame)
+    bounds = None
+    if "bounds/low" in arrays:
+        bounds = (jnp.asarray(arrays["bounds/low"]), jnp.asarray(arrays["bounds/high"]))
+    return Sampler(params, prior, config, history=history, frame=frame, bounds=bounds)
 
 
 def history_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ Prototype: see docs/pursuit.md for the method.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -269,9 +270,14 @@ def _covariance(codes, mean, rows, chunk=65536):
     return acc / len(rows)
 
 
+@functools.partial(jax.jit, static_argnames="inverse")
+def _forward(layer, z, inverse):
+    return layer.forward(z, inverse=inverse)
+
+
 def _to_noise(layer, z):
-    """A layer's map from codes to noise, on host data."""
-    return np.asarray(layer.forward(jnp.asarray(z, jnp.float32), inverse=True), np.float64)
+    """A layer's map from codes to noise, on host data (one compilation per layer type)."""
+    return np.asarray(_forward(layer, jnp.asarray(z, jnp.float32), True), np.float64)
 
 
 def _marginal_layer(zs, zv, rotation, alpha, knots):
@@ -371,7 +377,7 @@ def _covariance_correction(layers, m, rng, n=32768):
         return layers
     z = jnp.asarray(rng.standard_normal((n, m)), jnp.float32)
     for layer in reversed(layers):
-        z = layer.forward(z)
+        z = _forward(layer, z, False)
     sd = np.std(np.asarray(z, np.float64), axis=0)
     if np.max(np.abs(sd - 1.0)) < 4.0 / math.sqrt(n):
         return layers

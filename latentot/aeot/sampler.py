@@ -36,6 +36,8 @@ class Sampler:
         then maps the frame's k-dimensional block and the frame maps the rest, ``T(z) =
         frame.transport(z, z_V ↦ z_V + ∇D(z_V))``; with ``k = 0`` there is no potential
         (``params`` and ``potential_config`` are ``None``).
+      bounds: ``(low, high)`` ``[d]`` arrays (``fit(bounds=...)``): the map above is then
+        followed by ``y ↦ low + (high − low) · sigmoid(y)``, so every sample lies in the box.
     """
 
     def __init__(
@@ -48,12 +50,14 @@ class Sampler:
         graphdef=None,
         dim: int | None = None,
         frame=None,
+        bounds=None,
     ):
         self.params = params
         self.prior = prior
         self.potential_config = None if potential_config is None else dict(potential_config)
         self.history = history
         self.frame = frame
+        self.bounds = None if bounds is None else tuple(bounds)
         if frame is not None and frame.k == 0:
             graphdef = None
         elif graphdef is None:
@@ -75,14 +79,15 @@ class Sampler:
     # -- pytree ---------------------------------------------------------------------------------
     def tree_flatten(self):
         config = None if self.potential_config is None else tuple(self.potential_config.items())
-        return (self.params, self.prior, self.frame), (self.graphdef, config, self._dim)
+        children = (self.params, self.prior, self.frame, self.bounds)
+        return children, (self.graphdef, config, self._dim)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         graphdef, config, dim = aux
-        params, prior, frame = children
+        params, prior, frame, bounds = children
         config = None if config is None else dict(config)
-        return cls(params, prior, config, graphdef=graphdef, dim=dim, frame=frame)
+        return cls(params, prior, config, graphdef=graphdef, dim=dim, frame=frame, bounds=bounds)
 
     # -- evaluation -----------------------------------------------------------------------------
     @property
@@ -135,9 +140,14 @@ class Sampler:
 
 def _map(sampler: Sampler, z: jax.Array) -> jax.Array:
     if sampler.frame is None:
-        return transport(sampler.model, z)
-    inner = None if sampler.frame.k == 0 else functools.partial(transport, sampler.model)
-    return sampler.frame.transport(z, inner)
+        y = transport(sampler.model, z)
+    else:
+        inner = None if sampler.frame.k == 0 else functools.partial(transport, sampler.model)
+        y = sampler.frame.transport(z, inner)
+    if sampler.bounds is None:
+        return y
+    low, high = (b.astype(y.dtype) for b in sampler.bounds)
+    return low + (high - low) * jax.nn.sigmoid(y)
 
 
 def transport(model: nnx.Module, z: jax.Array) -> jax.Array:

@@ -250,6 +250,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume_from: str | os.PathLike | None = None,
     mesh: Mesh | None = None,
+    bounds: tuple | None = None,
 ) -> Sampler:
     """Trains an AE-OT sampler ``z ↦ z + ∇D(z)`` on latent codes.
 
@@ -313,6 +314,11 @@ def fit(
         its own row shard of the codes and solves its own LPs; gradients are averaged over
         devices; parameters and optimiser state stay replicated. N must be divisible by the
         number of devices; an array already sharded by rows is used in place.
+      bounds: ``(low, high)``, scalars or ``[d]`` arrays with ``low < high``: a box that holds
+        every code (pixels in [0, 1], a tanh bottleneck in [-1, 1]). The sampler is then fitted
+        to ``logit((y − low) / (high − low))`` (codes within ``1e-6 · (high − low)`` of a face
+        are moved that far inside) and maps back with the logistic function, so every sample
+        lies inside the box; ``sampler.bounds`` holds it. Codes outside the box raise.
 
     Returns:
       The trained :class:`~latentot.aeot.Sampler`; ``sampler.history`` is a dict of NumPy arrays
@@ -325,6 +331,30 @@ def fit(
         not match (other settings, potential or prior).
       TrainingDivergedError: a non-finite loss; it carries the last good sampler.
     """
+    if bounds is not None:
+        return _fit_in_box(
+            rng,
+            codes,
+            bounds,
+            prior=prior,
+            method=method,
+            steps=steps,
+            batch_size=batch_size,
+            potential=potential,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            lam=lam,
+            penalty=penalty,
+            lp=lp,
+            ema_decay=ema_decay,
+            validation_codes=validation_codes,
+            callback=callback,
+            log_every=log_every,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+            resume_from=resume_from,
+            mesh=mesh,
+        )
     # ---- validation -------------------------------------------------------------------------
     prior = _priors.Gaussian() if prior is None else prior
     for name, value in (("steps", steps), ("log_every", log_every)):
@@ -492,6 +522,49 @@ def fit(
             hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
             _save_training(checkpoint_path, settings, config, state, hist)
     return snapshot(state, hist_lists)
+
+
+#: Codes closer than this fraction of the box's width to one of its faces are moved that far
+#: inside before the logit (``fit(bounds=...)``).
+BOX_MARGIN = 1e-6
+
+
+def _fit_in_box(rng, codes, bounds, *, validation_codes, **settings) -> Sampler:
+    """``fit(bounds=(low, high))``: the sampler of the codes' logits, mapped back into the box."""
+    codes = np.asarray(_as_matrix("codes", codes))
+    dim = codes.shape[1]
+    try:
+        low, high = (np.broadcast_to(np.asarray(b, np.float64), (dim,)) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"bounds must be (low, high), scalars or [{dim}] arrays, got {bounds!r}"
+        ) from None
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+        raise ValueError("bounds: low and high must be finite with low < high")
+
+    def logit(name, y):
+        y = np.asarray(y, np.float64)
+        if np.any(y < low) or np.any(y > high):
+            raise ValueError(f"{name} lie outside bounds=(low, high)")
+        u = np.clip((y - low) / (high - low), BOX_MARGIN, 1.0 - BOX_MARGIN)
+        return (np.log(u) - np.log1p(-u)).astype(codes.dtype)
+
+    if validation_codes is not None:
+        validation_codes = logit(
+            "validation_codes", _as_matrix("validation_codes", validation_codes)
+        )
+    inner = fit(rng, logit("codes", codes), validation_codes=validation_codes, **settings)
+    box = (jnp.asarray(low, codes.dtype), jnp.asarray(high, codes.dtype))
+    return Sampler(
+        inner.params,
+        inner.prior,
+        inner.potential_config,
+        inner.history,
+        graphdef=inner.graphdef,
+        dim=inner._dim,
+        frame=inner.frame,
+        bounds=box,
+    )
 
 
 def _is_standard_gaussian(prior) -> bool:
