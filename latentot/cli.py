@@ -629,9 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=("auto", "debiased", "minibatch", "pursuit"),
         default=_FitDefault("method"),
-        help="training targets: debiased minibatch OT, Liu et al.'s Algorithm 1, pursuit (the "
-        "debiased method on the codes' non-Gaussian block, Gaussianisation layers elsewhere; "
-        "docs/pursuit.md), or auto: minibatch for codes of dimension <= 2, pursuit from 17, "
+        help="training targets: debiased minibatch OT, Liu et al.'s Algorithm 1, pursuit: the "
+        "debiased method on the codes' non-Gaussian block and Gaussianisation layers elsewhere, "
+        "see docs/pursuit.md; or auto: minibatch for codes of dimension <= 2, pursuit from 33, "
         "else debiased (default: %(default)s)",
     )
     p.add_argument(
