@@ -27,6 +27,10 @@ class MarginalLayer:
     rotation: jax.Array
     marginal: MonotoneMap
 
+    @property
+    def forward_dim(self) -> int:
+        return self.rotation.shape[0]
+
     def forward(self, z, inverse=False):
         r = self.rotation.astype(z.dtype)
         c = z @ r
@@ -40,6 +44,11 @@ class RadialLayer:
     """``z ↦ z ρ(‖z‖) / ‖z‖`` with ρ increasing (noise → codes)."""
 
     radius: MonotoneMap
+    dim: int = dataclasses.field(metadata={"static": True})
+
+    @property
+    def forward_dim(self) -> int:
+        return self.dim
 
     def forward(self, z, inverse=False):
         r = jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True))
@@ -54,6 +63,10 @@ class LinearLayer:
 
     matrix: jax.Array
     inverse_matrix: jax.Array
+
+    @property
+    def forward_dim(self) -> int:
+        return self.matrix.shape[0]
 
     def forward(self, z, inverse=False):
         a = self.inverse_matrix if inverse else self.matrix
@@ -86,16 +99,31 @@ class Frame:
     def dim(self) -> int:
         return self.basis.shape[0]
 
+    @property
+    def active(self) -> int:
+        """The complement's leading coordinates that the layers act on (the rest, where the
+        codes' variance is rounding noise, are mapped linearly)."""
+        return self.layers[0].forward_dim if self.layers else 0
+
     def complement(self, a: jax.Array) -> jax.Array:
         """``σ ⊙ G(a)``: ``[..., d − k] → [..., d − k]``."""
-        for layer in reversed(self.layers):
-            a = layer.forward(a)
+        if self.layers:
+            r = self.active
+            head = a[..., :r]
+            for layer in reversed(self.layers):
+                head = layer.forward(head)
+            a = jnp.concatenate([head, a[..., r:]], axis=-1)
         return a * self.scale.astype(a.dtype)
 
     def complement_inverse(self, c: jax.Array) -> jax.Array:
+        """The inverse of :meth:`complement`: ``[..., d − k] → [..., d − k]``."""
         z = c / self.scale.astype(c.dtype)
-        for layer in self.layers:
-            z = layer.forward(z, inverse=True)
+        if self.layers:
+            r = self.active
+            head = z[..., :r]
+            for layer in self.layers:
+                head = layer.forward(head, inverse=True)
+            z = jnp.concatenate([head, z[..., r:]], axis=-1)
         return z
 
     def transport(self, x: jax.Array, inner) -> jax.Array:
@@ -169,6 +197,9 @@ class FrameReport:
     layers: list
 
 
+#: Eigenvalues of the codes' covariance below this fraction of the largest are rounding noise.
+RANK_RTOL = 1e-10
+
 #: At most this many codes are split off (a fifth of them) when ``fit`` gets no held-out codes.
 MAX_HELD_OUT = 10_000
 
@@ -228,9 +259,12 @@ def find_frame(
             k = 0
     u = q[:, k:]
     scale = np.sqrt(lam[k:])
-    zs = (sub @ u) / scale
-    zv = (val @ u) / scale
     m = d - k
+    # The layers act on the directions where the codes vary: not on rounding noise (codes of
+    # rank r < d, e.g. an encoder whose last hidden layer is narrower than its output).
+    active = int(np.sum(lam[k:] > lam[0] * RANK_RTOL))
+    zs = (sub @ u[:, :active]) / scale[:active]
+    zv = (val @ u[:, :active]) / scale[:active]
     layers, info = _gaussianise(
         zs,
         zv,
@@ -242,7 +276,7 @@ def find_frame(
         max_random=max_random,
     )
     if correct:
-        layers = _covariance_correction(layers, m, rng)
+        layers = _covariance_correction(layers, active, rng)
     frame = Frame(
         mean=jnp.asarray(mean, jnp.float32),
         basis=jnp.asarray(q, jnp.float32),
@@ -314,10 +348,11 @@ def _radial_layer(zs, zv, alpha, knots):
     from latentot.aeot.monotone import _increasing
 
     layer = RadialLayer(
-        MonotoneMap(
+        dim=m,
+        radius=MonotoneMap(
             jnp.asarray(_increasing(x[None]), jnp.float32),
             jnp.asarray(_increasing(y[None]), jnp.float32),
-        )
+        ),
     )
     return layer, _to_noise(layer, zs), _to_noise(layer, zv), 1
 
@@ -405,13 +440,14 @@ def frame_meta(frame: Frame) -> dict:
             layers.append({"type": "radial", "knots": int(layer.radius.x.shape[1])})
         else:
             layers.append({"type": "linear"})
-    return {"dim": frame.dim, "k": frame.k, "layers": layers}
+    return {"dim": frame.dim, "k": frame.k, "active": frame.active, "layers": layers}
 
 
 def frame_template(meta: dict) -> Frame:
     """A frame of zeros with the structure of :func:`frame_meta`'s output."""
     d, k = int(meta["dim"]), int(meta["k"])
     m = d - k
+    r = int(meta.get("active", m))
 
     def z(*shape):
         return jnp.zeros(shape, jnp.float32)
@@ -421,12 +457,12 @@ def frame_template(meta: dict) -> Frame:
         kind = spec["type"]
         if kind == "marginal":
             knots = int(spec["knots"])
-            layers.append(MarginalLayer(z(m, m), MonotoneMap(z(m, knots), z(m, knots))))
+            layers.append(MarginalLayer(z(r, r), MonotoneMap(z(r, knots), z(r, knots))))
         elif kind == "radial":
             knots = int(spec["knots"])
-            layers.append(RadialLayer(MonotoneMap(z(1, knots), z(1, knots))))
+            layers.append(RadialLayer(MonotoneMap(z(1, knots), z(1, knots)), r))
         elif kind == "linear":
-            layers.append(LinearLayer(z(m, m), z(m, m)))
+            layers.append(LinearLayer(z(r, r), z(r, r)))
         else:
             raise ValueError(f"unknown frame layer type {kind!r}")
     return Frame(z(d), z(d, d), z(m), tuple(layers), k)
