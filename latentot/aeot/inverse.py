@@ -144,7 +144,9 @@ def _solve_one(phi, y, x0, *, iterations):
 
     # ψ first (it is continuous across the jumps of a max of heads, so its line search walks
     # between the map's cells), then the residual (a non-convex φ has minima of ψ that are not
-    # preimages; the residual's own minima are).
+    # preimages; the residual's own minima are), and the residual from the start point too;
+    # the smaller residual wins.
     first = iterations // 2
-    x = descend(conjugate_gap, x0, first)
-    return descend(residual, x, iterations - first)
+    x1 = descend(residual, descend(conjugate_gap, x0, first), iterations - first)
+    x2 = descend(residual, x0, iterations - first)
+    return jnp.where(residual(x1) <= residual(x2), x1, x2)
