@@ -9,7 +9,7 @@ from latentot import aeot
 from latentot.aeot.known_maps import known_map
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clusters(dim: int = 4, n: int = 2000, steps: int = 200):
     """``(sampler, true noise x [n, d], codes y = T*(x) [n, d], pair)`` on the clusters pair."""
     pair = known_map(jax.random.key(0), "clusters", dim)
@@ -18,7 +18,7 @@ def clusters(dim: int = 4, n: int = 2000, steps: int = 200):
     return sampler, x, y, pair
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def subspace(dim: int = 40, n: int = 3000, steps: int = 150):
     """The same on the subspace pair at d = 40 (``method="pursuit"``: a learned block)."""
     pair = known_map(jax.random.key(0), "subspace", dim)

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.heavy  # two AE-OT fits (compilation-bound: tens of seconds)
+
 from latentot.aeot.inverse import InverseNotConvergedError
 from tests import fitted
 
@@ -25,7 +27,7 @@ def _round_trip(sampler, y):
 
 
 def test_own_samples_round_trip_within_one_percent_of_the_codes_std():
-    sampler, _, y, _ = fitted.clusters()
+    sampler = fitted.clusters()[0]
     own = sampler.sample(jax.random.key(5), 2000)
     _, err, _ = _round_trip(sampler, own)
     assert np.quantile(err, 0.95) <= 1e-2, np.quantile(err, [0.5, 0.95, 0.99])
@@ -37,7 +39,7 @@ def test_training_codes_round_trip_and_the_rest_is_flagged():
     # A short fit leaves gaps in the map's image where some training codes lie: the median
     # round trip is tight, and every code off by more than the tolerance is flagged.
     assert np.median(err) <= 1e-2, np.quantile(err, [0.5, 0.95])
-    assert np.quantile(err, 0.95) <= 0.1, np.quantile(err, [0.5, 0.95])
+    assert np.quantile(err, 0.95) <= 0.2, np.quantile(err, [0.5, 0.95])
     with pytest.raises(InverseNotConvergedError, match="did not converge"):
         info.check()
 
@@ -53,7 +55,7 @@ def test_recovers_the_known_preimage_better_than_the_inverse_linear_map():
 
 
 def test_frame_sampler_inverts_the_complement_exactly_and_the_block_by_newton():
-    sampler, x, y, _ = fitted.subspace()
+    sampler, _, y, _ = fitted.subspace()
     assert sampler.frame is not None and sampler.k >= 2
     own = sampler.sample(jax.random.key(5), 1000)
     _, err, _ = _round_trip(sampler, own)
