@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.heavy  # two AE-OT fits (compilation-bound: tens of seconds)
-
 from latentot.aeot.inverse import InverseNotConvergedError
 from tests import fitted
+
+pytestmark = pytest.mark.heavy  # two AE-OT fits (compilation-bound: tens of seconds)
 
 
 def _std(y):
