@@ -127,7 +127,7 @@ class Sampler:
         *,
         return_info: bool = False,
         iterations: int = 30,
-        rtol: float = 1e-3,
+        rtol: float = 1e-2,
     ) -> jax.Array | tuple[jax.Array, InverseInfo]:
         """Maps codes back to noise, ``T⁻¹``: ``[..., d] → [..., d]`` (a single code ``[d]`` too).
 
