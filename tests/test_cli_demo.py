@@ -55,7 +55,8 @@ def test_demo_fast_end_to_end(tmp_path):
         "Liu table (d = 8), seed 1/1: AE-OT",
         "Liu table (d = 32), seed 1/1: AE-OT",
         "Agustsson table, seed 1/1: WGAN-GP, Gaussian prior",
-        "figures: mismatch_fig1.png (7/9)",
+        "figures: mismatch_fig1.png (7/10)",
+        "figures: interpolation_codes.png (10/10)",
         "done in",
     ):
         assert re.search(r"^latentot: \[[0-9:]+( s)?\] " + re.escape(stage), proc.stderr, re.M), (

@@ -262,7 +262,7 @@ def test_sampler_in_the_priors_place_keeps_the_codes_law():
     # The meaning: T(matched_op(prior, T⁻¹(y₀), T⁻¹(y₁))).
     noise = sampler.inverse_transport(jnp.stack([a[:8], b[:8]]))
     want = sampler.transport(lo.matched_lerp(sampler.prior, noise[0], noise[1], 0.5))
-    np.testing.assert_allclose(np.asarray(matched[:8]), np.asarray(want), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(matched[:8]), np.asarray(want), atol=2e-3)
 
 
 @pytest.mark.heavy

@@ -476,7 +476,7 @@ class RealInterpolation:
 
 def _code_paths(sampler, mean, y0, y1, t):
     """``{method: [steps, ..., d]}``: linear, SLERP about the codes' mean, matched by AE-OT."""
-    tt = t.reshape(-1, *(1,) * y0.ndim)
+    tt = t.reshape(-1, *(1,) * (y0.ndim - 1))  # against the leading axes of y0
     return {
         "linear": ops.lerp(y0, y1, tt),
         "slerp": mean + ops.slerp(y0 - mean, y1 - mean, tt),
