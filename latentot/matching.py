@@ -14,7 +14,10 @@ matched operation also accepts, in the prior's place, a :class:`LatentMap`: an o
 ``prior``, a map ``transport`` from that prior's noise to codes and its inverse
 ``inverse_transport`` (:class:`latentot.aeot.Sampler` is one; a normalising flow can be
 another). The operation is then done on the noise, ``T(matched_op(prior, T⁻¹(y₀), T⁻¹(y₁),
-…))``: when the codes have T's law, so does the result.
+…))``: when the codes have T's law, so does the result. The random operations (vicinity, random
+walk, subspace) draw in the noise, and ``eps`` is in the noise's units. Endpoints, grid corners
+and keyframes come back as the given codes up to the round-trip error of ``inverse_transport``
+(for a sampler, check it with ``sampler.inverse_transport(codes, return_info=True)``).
 """
 
 from __future__ import annotations
