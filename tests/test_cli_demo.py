@@ -40,6 +40,9 @@ def test_demo_fast_end_to_end(tmp_path):
             assert len(row["runs"]) == 1
             assert row["runs"][0]["n"] == report["settings"]["budget"]["n_samples"]
     assert len(report["claims"]) == 10
+    real = report["real_interpolation"]["rows"]
+    assert {"linear midpoints", "SLERP midpoints", "AE-OT matched midpoints"} <= set(real)
+    assert "## Interpolating real digits through the AE-OT map" in (out / "report.md").read_text()
     assert set(report["mismatch"]) == {"uniform", "Gaussian"}
     stages, total = report["timings"]["stages"], report["timings"]["total"]
     for clock in ("wall_s", "cpu_s"):  # the stages run one after the other, inside the total
