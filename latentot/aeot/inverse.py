@@ -84,19 +84,26 @@ class InverseInfo:
         )
 
 
-def newton_inverse(phi, y: jax.Array, x0: jax.Array, iterations: int) -> jax.Array:
-    """Solves ``∇φ(x) = y`` row by row: damped Newton on ``ψ(x) = φ(x) − ⟨x, y⟩`` from ``x0``.
+def newton_inverse(phi, y: jax.Array, starts: jax.Array, iterations: int) -> jax.Array:
+    """Solves ``∇φ(x) = y`` row by row by damped Newton from each start; the best one wins.
 
     Args:
-      phi: the convex-ish potential of one point, ``[k] → []`` (the map is its gradient).
+      phi: the potential of one point, ``[k] → []`` (the map is its gradient).
       y: targets ``[n, k]``.
-      x0: starting points ``[n, k]``.
+      starts: starting points ``[S, n, k]`` (or ``[n, k]``).
       iterations: Newton steps (static).
 
     Returns:
-      ``[n, k]``: the point of smallest ψ along the iterations.
+      ``[n, k]``: per row, the point of smallest residual ``‖∇φ(x) − y‖`` over the starts.
     """
-    return jax.vmap(functools.partial(_solve_one, phi, iterations=iterations))(y, x0)
+    starts = starts[None] if starts.ndim == 2 else starts
+    solve = jax.vmap(functools.partial(_solve_one, phi, iterations=iterations))
+    xs = jax.vmap(solve, in_axes=(None, 0))(y, starts)  # [S, n, k]
+    grad = jax.vmap(jax.vmap(jax.grad(phi)))
+    r = jnp.sum((grad(xs) - y[None]) ** 2, axis=-1)  # [S, n]
+    r = jnp.where(jnp.isfinite(r), r, jnp.inf)
+    best = jnp.argmin(r, axis=0)  # [n]
+    return jnp.take_along_axis(xs, best[None, :, None], axis=0)[0]
 
 
 def _solve_one(phi, y, x0, *, iterations):

@@ -230,20 +230,35 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
     return x.reshape(y.shape), info
 
 
+#: Anchor noise points of the inverse's global start (their images are matched to the codes).
+INVERSE_ANCHORS = 2048
+
+
 def _invert_learned(sampler: Sampler, y: jax.Array, iterations: int) -> jax.Array:
-    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]``, from the inverse Bures map."""
+    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]``, from three starts: the inverse Bures map
+    and the two anchors (fixed prior draws) whose images lie nearest to each code."""
     model = sampler.model
+    k = y.shape[-1]
     x0 = y
     if getattr(model, "base", False):
         a = model.base_matrix[...].astype(y.dtype)
         b = model.base_shift[...].astype(y.dtype)
         x0 = jnp.linalg.solve(a, (y - b).T).T
         x0 = jnp.where(jnp.isfinite(x0), x0, y)
+    anchors = sampler.prior.sample(jax.random.key(0), (INVERSE_ANCHORS, k), y.dtype)
+    images = transport(model, anchors)
+    dist = (
+        jnp.sum(y * y, axis=-1, keepdims=True)
+        - 2.0 * y @ images.T
+        + jnp.sum(images * images, axis=-1)[None, :]
+    )
+    _, nearest = jax.lax.top_k(-dist, 2)  # [n, 2]
+    starts = jnp.concatenate([x0[None], jnp.moveaxis(anchors[nearest], 1, 0)])  # [3, n, k]
 
     def phi(v):  # the map x + ∇D(x) is ∇φ
         return 0.5 * jnp.sum(v * v) + model(v).astype(v.dtype)
 
-    return newton_inverse(phi, y, x0, iterations)
+    return newton_inverse(phi, y, starts, iterations)
 
 
 def _code_scale(sampler: Sampler) -> jax.Array:
