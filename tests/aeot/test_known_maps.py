@@ -106,7 +106,7 @@ def test_subspace_maps_are_gradients_of_convex_functions(kind):
 
 
 def test_subspace_pair_spectrum():
-    """ "subspace": 8 eigenvalues of the codes' covariance above the others by a wide gap, the
+    """"subspace": 8 eigenvalues of the codes' covariance above the others by a wide gap, the
     bulk at 0.3² = 0.09; the clusters lie inside the 8-dim subspace."""
     d = 32
     pair = km.known_map(jax.random.key(3), "subspace", d)
@@ -122,7 +122,7 @@ def test_subspace_pair_spectrum():
 
 
 def test_spiked_pair_spectrum():
-    """ "spiked": identity bulk plus clusters that add variance in a few directions only."""
+    """"spiked": identity bulk plus clusters that add variance in a few directions only."""
     pair = km.known_map(jax.random.key(3), "spiked", 32)
     _, codes = pair.sample(jax.random.key(1), 4000)
     ev = np.linalg.eigvalsh(np.cov(np.asarray(codes, np.float64), rowvar=False))[::-1]
