@@ -12,6 +12,7 @@
 
 from latentot.cauchy import cauchy_lerp, spherical_cauchy_lerp
 from latentot.matching import (
+    LatentMap,
     matched_analogy,
     matched_combine,
     matched_grid,
@@ -31,6 +32,7 @@ __all__ = [
     "Cauchy",
     "Gaussian",
     "Laplace",
+    "LatentMap",
     "Logistic",
     "Prior",
     "TransportMap",

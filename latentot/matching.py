@@ -8,9 +8,23 @@ The signatures are those of the raw operations with the prior first (after ``rng
 ones). The map is built once per weight vector, so it costs the same for one point or a million.
 Traced ``t`` or ``eps`` are not range-checked: a t outside [0, 1] extrapolates, and the result is
 then the matched version of that (extrapolating) weight vector.
+
+Codes of a learned law (an autoencoder's, an inverted generator's) are not prior draws. Every
+matched operation also accepts, in the prior's place, a :class:`LatentMap`: an object with a
+``prior``, a map ``transport`` from that prior's noise to codes and its inverse
+``inverse_transport`` (:class:`latentot.aeot.Sampler` is one; a normalising flow can be
+another). The operation is then done on the noise, ``T(matched_op(prior, T⁻¹(y₀), T⁻¹(y₁),
+…))``: when the codes have T's law, so does the result. The random operations (vicinity, random
+walk, subspace) draw in the noise, and ``eps`` is in the noise's units. Endpoints, grid corners
+and keyframes come back as the given codes up to the round-trip error of ``inverse_transport``
+(for a sampler, check it with ``sampler.inverse_transport(codes, return_info=True)``).
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +36,7 @@ from latentot._sharding import apply_map
 from latentot.transport import transport_map
 
 __all__ = [
+    "LatentMap",
     "matched_analogy",
     "matched_combine",
     "matched_grid",
@@ -34,6 +49,53 @@ __all__ = [
 ]
 
 
+@runtime_checkable
+class LatentMap(Protocol):
+    """A map T from a prior's noise to codes, with its inverse: a prior for codes.
+
+    Attributes:
+      prior: the noise prior (a :class:`latentot.priors.Prior`).
+
+    ``transport(z)`` maps noise ``[..., d]`` to codes ``[..., d]`` and ``inverse_transport(y)``
+    codes back to noise; both must be traceable (jit, vmap) and act on the last axis.
+    :class:`latentot.aeot.Sampler` follows this protocol.
+    """
+
+    prior: Any
+
+    def transport(self, z: jax.Array) -> jax.Array: ...
+
+    def inverse_transport(self, codes: jax.Array) -> jax.Array: ...
+
+
+def _through_latent_map(*latents: str):
+    """Decorator: with a :class:`LatentMap` as ``prior``, the operation acts on the noise.
+
+    The arguments named ``latents`` are mapped to noise by ``inverse_transport``, the
+    operation runs with the map's prior, and its result is mapped back by ``transport``.
+    """
+
+    def wrap(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            latent_map = bound.arguments["prior"]
+            if not isinstance(latent_map, LatentMap):
+                return fn(*args, **kwargs)
+            for name in latents:
+                codes = _checks.latent(name, bound.arguments[name])
+                bound.arguments[name] = latent_map.inverse_transport(codes)
+            bound.arguments["prior"] = latent_map.prior
+            return latent_map.transport(fn(*bound.args, **bound.kwargs))
+
+        return wrapped
+
+    return wrap
+
+
+@_through_latent_map("z0", "z1")
 @half_in_float32("z0", "z1")
 def matched_lerp(prior, z0, z1, t, **map_kwargs) -> jax.Array:
     """Matched 2-point interpolation T_t((1 - t) z0 + t z1).
@@ -43,7 +105,7 @@ def matched_lerp(prior, z0, z1, t, **map_kwargs) -> jax.Array:
     and z1.
 
     Args:
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       z0: ``[..., d]``.
       z1: ``[..., d]``.
       t: scalar or array broadcasting against the leading axes (one map per value of t).
@@ -58,12 +120,13 @@ def matched_lerp(prior, z0, z1, t, **map_kwargs) -> jax.Array:
     return apply_map(transport_map(prior, ops.lerp_weights(t), **map_kwargs), y)
 
 
+@_through_latent_map("zs")
 @half_in_float32("zs")
 def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
     """Matched linear combination, e.g. n-point interpolation with Σ weights = 1.
 
     Args:
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       zs: ``[k, ..., d]``.
       weights: ``[k]``, not all zero.
       **map_kwargs: passed to :func:`latentot.transport_map`.
@@ -77,6 +140,7 @@ def matched_combine(prior, zs, weights, **map_kwargs) -> jax.Array:
     return apply_map(transport_map(prior, w, **map_kwargs), y)
 
 
+@_through_latent_map("corners")
 @half_in_float32("corners")
 def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     """Matched 4-point bilinear grid; its corners equal ``corners``.
@@ -85,7 +149,7 @@ def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     once per distinct multiset of weights (10 for n = 7), also under ``jax.jit``.
 
     Args:
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       corners: ``[4, ..., d]``, ordered top-left, top-right, bottom-left, bottom-right; leading
         axes ``...`` give a batch of grids sharing the maps.
       n: grid size (static int >= 2).
@@ -100,6 +164,7 @@ def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     return _map_frames(prior, w.reshape(n, n, *(1,) * (y.ndim - 3), 4), y, map_kwargs)
 
 
+@_through_latent_map("keyframes")
 @half_in_float32("keyframes")
 def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -> jax.Array:
     """The Catmull-Rom spline through keyframes, every frame mapped to the prior's law.
@@ -111,7 +176,7 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
     prior's law exactly, and frame t = i is keyframe i.
 
     Args:
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       keyframes: ``[K, ..., d]``, K >= 2.
       t: ``[T]``; as in :func:`latentot.spline`. Pass a concrete t (a NumPy array, even under
         ``jax.jit``) to build one map per distinct weight vector (a looping path with the same
@@ -132,6 +197,7 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
     return _map_frames(prior, w, y, map_kwargs)
 
 
+@_through_latent_map("zs")
 @half_in_float32("zs")
 def matched_mean(prior, zs, **map_kwargs) -> jax.Array:
     """The matched centroid T(Σ_k z_k / k) of k latents.
@@ -140,7 +206,7 @@ def matched_mean(prior, zs, **map_kwargs) -> jax.Array:
     equal weights. For k independent prior draws the result has the prior's law.
 
     Args:
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       zs: ``[k, ..., d]``, k >= 1.
       **map_kwargs: passed to :func:`latentot.transport_map`.
 
@@ -154,6 +220,7 @@ def matched_mean(prior, zs, **map_kwargs) -> jax.Array:
     return matched_combine(prior, zs, np.full(k, 1 / k, zs.dtype), **map_kwargs)
 
 
+@_through_latent_map("zs")
 @half_in_float32("zs")
 def matched_subspace(
     rng: jax.Array, prior, zs, num: int, *, convex: bool = False, **map_kwargs
@@ -171,7 +238,7 @@ def matched_subspace(
 
     Args:
       rng: PRNG key.
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       zs: ``[k, ..., d]``, k >= 1, the latents spanning the subspace.
       num: number of points (static int >= 1).
       convex: draw convex combinations (Dirichlet) instead of the whole span (Gaussian).
@@ -200,12 +267,13 @@ def _map_frames(prior, weights, y, map_kwargs):
     return apply_map(transport_map(prior, weights, **map_kwargs), y)
 
 
+@_through_latent_map("za", "zb", "zc")
 @half_in_float32("za", "zb", "zc")
 def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:
     """Matched analogy T(zc + zb - za); Gaussian: loc + (y - loc)/√3, Cauchy: /3.
 
     Args:
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       za: ``[..., d]``.
       zb: ``[..., d]``.
       zc: ``[..., d]``.
@@ -220,6 +288,7 @@ def matched_analogy(prior, za, zb, zc, **map_kwargs) -> jax.Array:
     return apply_map(transport_map(prior, w, **map_kwargs), y)
 
 
+@_through_latent_map("z")
 @half_in_float32("z")
 def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> jax.Array:
     """Matched vicinity sampling T(z + eps · u_j), u_j drawn from the prior.
@@ -228,7 +297,7 @@ def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> j
 
     Args:
       rng: PRNG key.
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       z: ``[..., d]`` centre(s), assumed drawn from the prior.
       eps: scalar >= 0; may be traced (vmap over it for a sweep).
       num: samples per centre (static int >= 1).
@@ -242,6 +311,7 @@ def matched_vicinity(rng: jax.Array, prior, z, eps, num: int, **map_kwargs) -> j
     return apply_map(transport_map(prior, ops.vicinity_weights(eps), **map_kwargs), y)
 
 
+@_through_latent_map("z0")
 @half_in_float32("z0")
 def matched_random_walk(rng: jax.Array, prior, z0, eps, steps: int, **map_kwargs) -> jax.Array:
     """A random walk of matched vicinity steps y_{k+1} = T(y_k + eps · u_k), via ``lax.scan``.
@@ -251,7 +321,7 @@ def matched_random_walk(rng: jax.Array, prior, z0, eps, steps: int, **map_kwargs
 
     Args:
       rng: PRNG key.
-      prior: the latent prior.
+      prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
       z0: ``[..., d]`` start.
       eps: scalar step size >= 0; may be traced.
       steps: number of steps (static int >= 0).

@@ -96,12 +96,18 @@ def sampler_path(workdir, fit_proc):
 # Help.
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["fit"], ["sample"], ["mismatch"]])
+@pytest.mark.parametrize(
+    "command", [[], ["demo"], ["fit"], ["sample"], ["interpolate"], ["mismatch"]]
+)
 def test_help(command, tmp_path):
     proc = run(*command, "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: latentot")
-    expected = {(): ["demo", "fit", "sample", "mismatch"], ("mismatch",): ["--prior", "--dim"]}
+    expected = {
+        (): ["demo", "fit", "sample", "interpolate", "mismatch"],
+        ("mismatch",): ["--prior", "--dim"],
+        ("interpolate",): ["--sampler", "--pairs"],
+    }
     for word in expected.get(tuple(command), ["--"]):
         assert word in proc.stdout
     if command == ["fit"]:
@@ -453,3 +459,43 @@ def test_mismatch_bad_arguments(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run("mismatch", "--prior", "gaussian", "--dim", 0, cwd=tmp_path)
     assert proc.returncode == 2 and "positive integer" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# interpolate.
+
+
+def test_interpolate_writes_matched_paths_and_rejects_bad_input(
+    workdir, sampler_path, capsys, monkeypatch
+):
+    import jax
+
+    from latentot import aeot
+
+    sampler = aeot.load(sampler_path)
+    own = np.asarray(sampler.sample(jax.random.key(3), 6))
+    np.save(workdir / "own.npy", own)
+    args = ("interpolate", "--sampler", sampler_path.name, "--codes", "own.npy")
+    extra = {"cwd": workdir, "capsys": capsys, "monkeypatch": monkeypatch}
+    proc = run_in_process(
+        *args, "--pairs", "0:1,2:3", "--steps", 5, "--out", "p.npy", "--allow-unconverged", **extra
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 2 matched paths of 5 codes" in proc.stdout
+    paths = np.load(workdir / "p.npy")
+    assert paths.shape == (2, 5, 2) and np.all(np.isfinite(paths))
+    scale = float(np.sqrt(np.mean(np.var(own, axis=0))))
+    np.testing.assert_allclose(paths[:, 0], own[[0, 2]], atol=0.05 * scale)
+    np.testing.assert_allclose(paths[:, -1], own[[1, 3]], atol=0.05 * scale)
+    np.save(workdir / "wide.npy", np.zeros((4, 3), np.float32))
+    cases = [
+        (("--pairs", "0:9"), ["0:9", "out of range"]),
+        (("--pairs", "0-1"), ["--pairs must be row pairs"]),
+        (("--pairs", "0:1", "--codes", "wide.npy"), ["dimension 3", "sampler 2"]),
+        (("--pairs", "0:1", "--codes", "missing.npy"), ["does not exist"]),
+        (("--pairs", "0:1", "--sampler", "own.npy"), ["not a valid latentot AE-OT checkpoint"]),
+    ]
+    for more, fragments in cases:
+        proc = run_in_process(*args, *more, "--out", "never.npy", **extra)
+        assert_user_error(proc, *fragments)
+    assert not (workdir / "never.npy").exists()

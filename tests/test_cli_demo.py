@@ -40,6 +40,9 @@ def test_demo_fast_end_to_end(tmp_path):
             assert len(row["runs"]) == 1
             assert row["runs"][0]["n"] == report["settings"]["budget"]["n_samples"]
     assert len(report["claims"]) == 10
+    real = report["real_interpolation"]["rows"]
+    assert {"linear midpoints", "SLERP midpoints", "AE-OT matched midpoints"} <= set(real)
+    assert "## Interpolating real digits through the AE-OT map" in (out / "report.md").read_text()
     assert set(report["mismatch"]) == {"uniform", "Gaussian"}
     stages, total = report["timings"]["stages"], report["timings"]["total"]
     for clock in ("wall_s", "cpu_s"):  # the stages run one after the other, inside the total
@@ -55,7 +58,8 @@ def test_demo_fast_end_to_end(tmp_path):
         "Liu table (d = 8), seed 1/1: AE-OT",
         "Liu table (d = 32), seed 1/1: AE-OT",
         "Agustsson table, seed 1/1: WGAN-GP, Gaussian prior",
-        "figures: mismatch_fig1.png (7/9)",
+        "figures: mismatch_fig1.png (7/10)",
+        "figures: interpolation_codes.png (10/10)",
         "done in",
     ):
         assert re.search(r"^latentot: \[[0-9:]+( s)?\] " + re.escape(stage), proc.stderr, re.M), (

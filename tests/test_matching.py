@@ -228,3 +228,73 @@ def test_mean_and_subspace_bad_input():
         jax.jit(lambda: lo.matched_subspace(jax.random.PRNGKey(0), lo.Laplace(), jnp.zeros(3), 2))()
     with pytest.raises(ValueError, match="num"):
         lo.matched_subspace(jax.random.PRNGKey(0), lo.Laplace(), jnp.zeros((2, 3)), 0)
+
+
+# --------------------------------------------------------------------------------------------
+# A LatentMap (an AE-OT sampler) in the prior's place: the operations act on its noise.
+
+
+def _energy_distance(x, y):
+    def mean_dist(u, v):
+        return jnp.mean(jnp.linalg.norm(u[:, None] - v[None], axis=-1))
+
+    return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
+
+
+@pytest.mark.heavy
+def test_sampler_in_the_priors_place_keeps_the_codes_law():
+    from latentot import aeot
+    from tests import fitted
+
+    sampler = fitted.clusters()[0]
+    assert isinstance(sampler, lo.LatentMap) and not isinstance(lo.Gaussian(), lo.LatentMap)
+    assert isinstance(sampler, aeot.Sampler)
+    n = 800
+    y = sampler.sample(jax.random.key(11), 3 * n)
+    a, b, ref = y[:n], y[n : 2 * n], y[2 * n :]
+    matched = lo.matched_lerp(sampler, a, b, 0.5)
+    linear = lo.lerp(a, b, 0.5)
+    own = sampler.sample(jax.random.key(12), n)
+    e_matched, e_linear, e_own = (_energy_distance(v, ref) for v in (matched, linear, own))
+    # Matched midpoints have the codes' law (as close to it as fresh samples, up to noise);
+    # linear midpoints fall between the clusters.
+    assert e_matched < 4 * e_own + 0.01 and e_linear > 5 * e_matched, (e_matched, e_linear, e_own)
+    # The meaning: T(matched_op(prior, T⁻¹(y₀), T⁻¹(y₁))).
+    # (Same shapes: a map that is not injective gives a code several preimages, and a batch of
+    # another size may round its way to another one.)
+    n0, n1 = sampler.inverse_transport(a[:8]), sampler.inverse_transport(b[:8])
+    want = sampler.transport(lo.matched_lerp(sampler.prior, n0, n1, 0.5))
+    got = lo.matched_lerp(sampler, a[:8], b[:8], 0.5)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+@pytest.mark.slow  # minutes of fitting and Newton on 2 cores: run with -m slow
+@pytest.mark.heavy
+def test_sampler_endpoints_corners_and_keyframes_come_back():
+    from tests import fitted
+
+    sampler = fitted.clusters()[0]
+    y = sampler.sample(jax.random.key(13), 64)
+    _, info = sampler.inverse_transport(y, return_info=True)
+    y = y[np.asarray(info.converged)][:8]  # codes with an exact preimage
+    tol = 2e-2 * float(jnp.sqrt(jnp.mean(jnp.var(y, axis=0))))
+    ends = jax.vmap(lambda t: lo.matched_lerp(sampler, y[:4], y[4:8], t))(jnp.asarray([0.0, 1.0]))
+    np.testing.assert_allclose(np.asarray(ends), np.asarray(jnp.stack([y[:4], y[4:8]])), atol=tol)
+    g = lo.matched_grid(sampler, y[:4], 3)
+    corners = jnp.stack([g[0, 0], g[0, -1], g[-1, 0], g[-1, -1]])
+    np.testing.assert_allclose(np.asarray(corners), np.asarray(y[:4]), atol=tol)
+    keys = lo.matched_spline(sampler, y[:5], np.arange(5.0))
+    np.testing.assert_allclose(np.asarray(keys), np.asarray(y[:5]), atol=tol)
+    # Every operator, shapes as with a prior, under jit.
+    rng = jax.random.key(0)
+    jitted = jax.jit(lambda s, a, b: lo.matched_lerp(s, a, b, 0.3))(sampler, y[:2], y[2:4])
+    assert jitted.shape == (2, 4)
+    assert lo.matched_mean(sampler, y[:3]).shape == (4,)
+    assert lo.matched_combine(sampler, y[:3], jnp.asarray([0.2, 0.3, 0.5])).shape == (4,)
+    assert lo.matched_analogy(sampler, y[0], y[1], y[2]).shape == (4,)
+    assert lo.matched_subspace(rng, sampler, y[:3], 5).shape == (5, 4)
+    assert lo.matched_vicinity(rng, sampler, y[:2], 0.1, 3).shape == (3, 2, 4)
+    walk = lo.matched_random_walk(rng, sampler, y[0], 0.1, 4)
+    assert walk.shape == (5, 4) and np.all(np.isfinite(np.asarray(walk)))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
+        lo.matched_lerp(sampler, y[:, :3], y[:, :3], 0.5)

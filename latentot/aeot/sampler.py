@@ -9,6 +9,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from latentot import _checks
+from latentot._promotion import cast_back, compute_dtype
+from latentot.aeot.inverse import InverseInfo, newton_inverse
 from latentot.aeot.potential import Potential
 
 __all__ = ["Sampler"]
@@ -123,6 +126,49 @@ class Sampler:
         """
         return _transport_jit(self, jnp.asarray(z))
 
+    def inverse_transport(
+        self,
+        codes: jax.Array,
+        *,
+        return_info: bool = False,
+        iterations: int = 30,
+        rtol: float = 1e-2,
+    ) -> jax.Array | tuple[jax.Array, InverseInfo]:
+        """Maps codes back to noise, ``T⁻¹``: ``[..., d] → [..., d]`` (a single code ``[d]`` too).
+
+        The frame's linear and layer parts are inverted exactly; the learned map ``x + ∇D(x)``
+        (the whole map without a frame) by damped Newton from the inverse of its Bures base,
+        ``iterations`` steps (see :mod:`latentot.aeot.inverse`). Jittable and vmappable; the
+        result is finite for finite codes.
+
+        The potential need not be convex, so a code may have no exact preimage (between the
+        map's clusters, or far outside the codes): the result is then the point of smallest
+        residual found, and it is flagged. Nothing raises inside ``jax.jit``; ask for
+        ``return_info=True`` and check ``info.converged``, or call ``info.check()`` on the host.
+
+        Args:
+          codes: ``[..., d]`` latent codes.
+          return_info: also return an :class:`~latentot.aeot.inverse.InverseInfo` (per-code
+            residual ``‖T(x) − y‖ / √d``, ``converged`` mask, tolerance).
+          iterations: Newton steps (static int >= 0).
+          rtol: a code converged when its residual is at most ``rtol`` times the codes'
+            root-mean-square standard deviation.
+
+        Returns:
+          Noise ``[..., d]``, or ``(noise, info)`` with ``return_info``.
+
+        Raises:
+          ValueError: codes of another last dimension than d, of rank 0, or not real.
+        """
+        y = _checks.latent("codes", codes)
+        if y.shape[-1] != self.dim:
+            raise ValueError(f"codes must have shape [..., {self.dim}], got {y.shape}")
+        iterations = _checks.check_positive_int("iterations", iterations, minimum=0)
+        dtype = y.dtype
+        x, info = _inverse_jit(self, y.astype(compute_dtype(dtype)), iterations, float(rtol))
+        x = cast_back(x, dtype)
+        return (x, info) if return_info else x
+
     def sample(self, rng: jax.Array, n: int, dtype: Any = None) -> jax.Array:
         """Draws ``n`` codes ``[n, d]``: ``z + ∇D(z)`` with ``z ~ prior``.
 
@@ -168,6 +214,77 @@ def _transport_jit(sampler: Sampler, z: jax.Array) -> jax.Array:
 def _sample_jit(sampler: Sampler, rng: jax.Array, n: int, dtype) -> jax.Array:
     z = sampler.prior.sample(rng, (n, sampler.dim), dtype)
     return _map(sampler, z)
+
+
+@functools.partial(jax.jit, static_argnames=("iterations", "rtol"))
+def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
+    d = sampler.dim
+    flat = y.reshape(-1, d)
+    inner = flat
+    if sampler.bounds is not None:  # the logits that the map before the box produced
+        low, high = (b.astype(flat.dtype) for b in sampler.bounds)
+        u = jnp.clip((flat - low) / (high - low), 1e-6, 1.0 - 1e-6)
+        inner = jnp.log(u) - jnp.log1p(-u)
+    frame = sampler.frame
+    if frame is None:
+        x = _invert_learned(sampler, inner, iterations)
+    else:
+        q = frame.basis.astype(flat.dtype)
+        a = (inner - frame.mean.astype(flat.dtype)) @ q
+        parts = [frame.complement_inverse(a[:, frame.k :])]
+        if frame.k:
+            parts.insert(0, _invert_learned(sampler, a[:, : frame.k], iterations))
+        x = jnp.concatenate(parts, axis=-1) @ q.T
+    residual = jnp.sqrt(jnp.mean((_map(sampler, x) - flat) ** 2, axis=-1))
+    tolerance = jnp.asarray(rtol, flat.dtype) * _code_scale(sampler).astype(flat.dtype)
+    info = InverseInfo(
+        residual=residual.reshape(y.shape[:-1]),
+        converged=(residual <= tolerance).reshape(y.shape[:-1]),
+        tolerance=tolerance,
+    )
+    return x.reshape(y.shape), info
+
+
+#: Anchor noise points of the inverse's global start (their images are matched to the codes).
+INVERSE_ANCHORS = 2048
+
+
+def _invert_learned(sampler: Sampler, y: jax.Array, iterations: int) -> jax.Array:
+    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]``, from three starts: the inverse Bures map
+    and the two anchors (fixed prior draws) whose images lie nearest to each code."""
+    model = sampler.model
+    k = y.shape[-1]
+    x0 = y
+    if getattr(model, "base", False):
+        a = model.base_matrix[...].astype(y.dtype)
+        b = model.base_shift[...].astype(y.dtype)
+        x0 = jnp.linalg.solve(a, (y - b).T).T
+        x0 = jnp.where(jnp.isfinite(x0), x0, y)
+    anchors = sampler.prior.sample(jax.random.key(0), (INVERSE_ANCHORS, k), y.dtype)
+    images = transport(model, anchors)
+    dist = (
+        jnp.sum(y * y, axis=-1, keepdims=True)
+        - 2.0 * y @ images.T
+        + jnp.sum(images * images, axis=-1)[None, :]
+    )
+    _, nearest = jax.lax.top_k(-dist, 2)  # [n, 2]
+    starts = jnp.concatenate([x0[None], jnp.moveaxis(anchors[nearest], 1, 0)])  # [3, n, k]
+
+    def phi(v):  # the map x + ∇D(x) is ∇φ
+        return 0.5 * jnp.sum(v * v) + model(v).astype(v.dtype)
+
+    return newton_inverse(phi, y, starts, iterations)
+
+
+def _code_scale(sampler: Sampler) -> jax.Array:
+    """The codes' root-mean-square standard deviation, from the sampler (1 if unknown)."""
+    config = sampler.potential_config or {}
+    inner = jnp.asarray(config.get("output_scale", 1.0), jnp.float32)
+    if sampler.frame is None:
+        return inner
+    frame = sampler.frame
+    total = jnp.sum(frame.scale.astype(jnp.float32) ** 2) + frame.k * inner**2
+    return jnp.sqrt(total / frame.dim)
 
 
 def init_params(config: dict, seed: int | jax.Array) -> nnx.State:

@@ -256,3 +256,25 @@ def test_claim_verdicts_and_margins_on_known_scores(liu, agustsson):
         assert claim["values"] == [np.mean(a), np.mean(b)]
         assert claim["holds"] is holds
         assert claim["margin"] == (None if margin is None else pytest.approx(margin))
+
+
+@pytest.mark.slow  # minutes of fitting and Newton on 2 cores: run with -m slow
+def test_real_interpolation_table_and_figure(liu, setting, tmp_path):
+    split, scorer = setting
+    _, models_ = liu
+    real = experiments.real_interpolation(jax.random.key(3), models_, split, scorer, n=60)
+    rows = real.rows
+    assert list(rows)[2:] == ["linear midpoints", "SLERP midpoints", "AE-OT matched midpoints"]
+    for r in rows.values():
+        assert r["n"] == 60 and np.isfinite(r["frechet_distance"]) and 0 < r["confidence"] <= 1
+    assert 0.0 <= real.converged <= 1.0
+    d = models_.codes.shape[1]
+    assert all(v.shape == (4, 9, d) for v in real.strips.values())
+    # Paths start and end at the given codes (matched: up to the round trip of T⁻¹).
+    np.testing.assert_allclose(real.strips["matched"][:, 0], real.strips["linear"][:, 0], atol=0.5)
+    assert "| AE-OT matched midpoints |" in real.markdown()
+    json.dumps(real.as_dict())
+    from latentot._io import save_figure
+
+    save_figure(demo.plot_real_interpolation(models_, real), tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 1000

@@ -1,0 +1,159 @@
+"""The inverse of the AE-OT map: codes → noise, by damped Newton on ``x + ∇D(x) = y``.
+
+Method (:meth:`latentot.aeot.Sampler.inverse_transport`):
+
+* A frame sampler (``method="pursuit"``) is inverted exactly where it is linear or made of
+  monotone layers (:meth:`~latentot.aeot.pursuit.Frame.complement_inverse`); only the learned
+  k-dimensional block (k ≤ 32) needs an iterative solve.
+* The learned map ``f(x) = x + ∇D(x)`` (the whole map of a plain sampler) is inverted row by
+  row by damped Newton on ``F(x) = f(x) − y``, started from the inverse of the potential's
+  Bures base ``x₀ = A⁻¹(y − b)`` (``x₀ = y`` without a base). Each step solves the
+  Levenberg-Marquardt system ``(JᵀJ + μ I) s = Jᵀ F(x)`` with the Jacobian J of ``f`` by
+  ``jax.jacfwd`` (for a learned dimension up to :data:`DENSE_JACOBIAN_MAX_DIM`; above it
+  ``J s = F(x)`` is solved matrix-free by GMRES on Jacobian-vector products), tries the step
+  lengths 1, ½, …, 2⁻⁷ at once and keeps the best point if it lowers ‖F‖: the residual never
+  grows, and a singular Jacobian (μ > 0) gives no NaN.
+* The potential is a maximum of heads and need not be convex, so ``f`` may be neither
+  injective nor onto: a code between two clusters of the map's image has no exact preimage.
+  Newton then stops at the point of smallest residual it found, and the result says so:
+  ``return_info=True`` gives the per-row residual ``‖T(x) − y‖ / √d`` (measured with the
+  forward map itself) and a ``converged`` mask, ``residual ≤ rtol · s`` with s the codes'
+  root-mean-square standard deviation. Inside ``jax.jit`` nothing can raise: check the mask,
+  or call :meth:`InverseInfo.check` on the host, which raises :class:`InverseNotConvergedError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "DENSE_JACOBIAN_MAX_DIM",
+    "InverseInfo",
+    "InverseNotConvergedError",
+    "newton_inverse",
+]
+
+#: Learned dimensions up to this use the dense Jacobian (``jax.jacfwd``); above, GMRES.
+DENSE_JACOBIAN_MAX_DIM = 256
+
+#: Step lengths tried at every Newton step (all at once).
+_STEP_LENGTHS = 2.0 ** -np.arange(8)
+
+
+class InverseNotConvergedError(ValueError):
+    """Some codes have no preimage within the tolerance (see :meth:`InverseInfo.check`)."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class InverseInfo:
+    """How well :meth:`~latentot.aeot.Sampler.inverse_transport` solved ``T(x) = y``.
+
+    Attributes:
+      residual: ``[...]``, ``‖T(x) − y‖ / √d`` per code (root-mean-square error per coordinate,
+        in the codes' units).
+      converged: ``[...]`` bool, ``residual ≤ tolerance``.
+      tolerance: scalar, ``rtol ×`` the codes' root-mean-square standard deviation.
+    """
+
+    residual: jax.Array
+    converged: jax.Array
+    tolerance: jax.Array
+
+    def check(self) -> None:
+        """Raises :class:`InverseNotConvergedError` if any code did not converge (host only).
+
+        Raises:
+          InverseNotConvergedError: naming how many codes failed and the worst residual.
+        """
+        converged = np.asarray(self.converged)
+        if converged.all():
+            return
+        residual = np.asarray(self.residual)
+        bad = np.flatnonzero(~converged.ravel())
+        raise InverseNotConvergedError(
+            f"inverse_transport did not converge for {bad.size} of {converged.size} codes "
+            f"(first index {int(bad[0])}; worst residual {float(residual.max()):.3g} > "
+            f"tolerance {float(self.tolerance):.3g}): those codes are not in the image of the "
+            "map (between its clusters) or far outside the codes' range"
+        )
+
+
+def newton_inverse(phi, y: jax.Array, starts: jax.Array, iterations: int) -> jax.Array:
+    """Solves ``∇φ(x) = y`` row by row by damped Newton from each start; the best one wins.
+
+    Args:
+      phi: the potential of one point, ``[k] → []`` (the map is its gradient).
+      y: targets ``[n, k]``.
+      starts: starting points ``[S, n, k]`` (or ``[n, k]``).
+      iterations: Newton steps (static).
+
+    Returns:
+      ``[n, k]``: per row, the point of smallest residual ``‖∇φ(x) − y‖`` over the starts.
+    """
+    starts = starts[None] if starts.ndim == 2 else starts
+    solve = jax.vmap(functools.partial(_solve_one, phi, iterations=iterations))
+    xs = jax.vmap(solve, in_axes=(None, 0))(y, starts)  # [S, n, k]
+    grad = jax.vmap(jax.vmap(jax.grad(phi)))
+    r = jnp.sum((grad(xs) - y[None]) ** 2, axis=-1)  # [S, n]
+    r = jnp.where(jnp.isfinite(r), r, jnp.inf)
+    best = jnp.argmin(r, axis=0)  # [n]
+    return jnp.take_along_axis(xs, best[None, :, None], axis=0)[0]
+
+
+def _solve_one(phi, y, x0, *, iterations):
+    k = y.shape[-1]
+    lengths = jnp.asarray(_STEP_LENGTHS, y.dtype)
+    eye = jnp.eye(k, dtype=y.dtype)
+    grad = jax.grad(phi)
+
+    def conjugate_gap(x):  # ψ: its minimum is a preimage when φ is convex
+        v = phi(x) - jnp.dot(x, y)
+        return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+    def residual(x):  # ‖∇φ(x) − y‖²: zero at every preimage
+        r = grad(x) - y
+        v = jnp.dot(r, r)
+        return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+    def direction(x, g):
+        if k <= DENSE_JACOBIAN_MAX_DIM:
+            h = jax.jacfwd(grad)(x)
+            h = 0.5 * (h + h.T)
+            # Levenberg-Marquardt: a singular or indefinite Hessian still gives a finite step.
+            lo = jnp.min(jnp.linalg.eigvalsh(h))
+            scale = jnp.trace(jnp.abs(h)) / k + jnp.finfo(y.dtype).tiny
+            mu = jnp.maximum(-lo, 0.0) + 1e-6 * scale
+            return jnp.linalg.solve(h + mu * eye, g)
+        step, _ = jax.scipy.sparse.linalg.gmres(
+            lambda v: jax.jvp(grad, (x,), (v,))[1], g, restart=min(k, 30), maxiter=2
+        )
+        return step
+
+    def descend(merit, x, steps):
+        def body(_, state):
+            x, e = state
+            g = grad(x) - y
+            s = direction(x, g)
+            s = jnp.where(jnp.all(jnp.isfinite(s)) & (jnp.dot(s, g) > 0), s, g)  # else gradient
+            trials = x[None, :] - lengths[:, None] * s[None, :]
+            es = jax.vmap(merit)(trials)
+            best = jnp.argmin(es)
+            better = es[best] < e
+            return jnp.where(better, trials[best], x), jnp.where(better, es[best], e)
+
+        return jax.lax.fori_loop(0, steps, body, (x, merit(x)))[0]
+
+    # ψ first (it is continuous across the jumps of a max of heads, so its line search walks
+    # between the map's cells), then the residual (a non-convex φ has minima of ψ that are not
+    # preimages; the residual's own minima are), and the residual from the start point too;
+    # the smaller residual wins.
+    first = iterations // 2
+    x1 = descend(residual, descend(conjugate_gap, x0, first), iterations - first)
+    x2 = descend(residual, x0, iterations - first)
+    return jnp.where(residual(x1) <= residual(x2), x1, x2)

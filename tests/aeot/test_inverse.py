@@ -1,0 +1,91 @@
+"""Sampler.inverse_transport: round trips on training codes and on the sampler's own samples,
+known preimages, the non-convergence report, shapes, jit and vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from latentot.aeot.inverse import InverseInfo, InverseNotConvergedError
+from tests import fitted
+
+pytestmark = pytest.mark.heavy  # two AE-OT fits (compilation-bound: tens of seconds)
+
+
+def _std(y):
+    return float(jnp.sqrt(jnp.mean(jnp.var(y, axis=0))))
+
+
+def _round_trip(sampler, y):
+    x, info = sampler.inverse_transport(y, return_info=True)
+    err = np.asarray(jnp.sqrt(jnp.mean((sampler.transport(x) - y) ** 2, axis=-1))) / _std(y)
+    assert np.all(np.isfinite(np.asarray(x)))
+    # The info is the truth: a row is flagged exactly when its round trip is off.
+    np.testing.assert_allclose(np.asarray(info.residual) / _std(y), err, rtol=1e-3, atol=1e-6)
+    assert np.array_equal(np.asarray(info.converged), np.asarray(info.residual) <= info.tolerance)
+    return x, err, info
+
+
+@pytest.mark.slow  # minutes of fitting and Newton on 2 cores: run with -m slow
+def test_own_samples_round_trip_within_one_percent_of_the_codes_std():
+    sampler = fitted.clusters()[0]
+    own = sampler.sample(jax.random.key(5), 2000)
+    _, err, _ = _round_trip(sampler, own)
+    assert np.quantile(err, 0.95) <= 1e-2, np.quantile(err, [0.5, 0.95, 0.99])
+
+
+def test_training_codes_round_trip_and_the_rest_is_flagged():
+    sampler, _, y, _ = fitted.clusters()
+    _, err, info = _round_trip(sampler, y)
+    # A short fit leaves gaps in the map's image where some training codes lie: the median
+    # round trip is tight, and every code off by more than the tolerance is flagged.
+    assert np.median(err) <= 1e-2, np.quantile(err, [0.5, 0.95])
+    assert np.quantile(err, 0.95) <= 0.2, np.quantile(err, [0.5, 0.95])
+    if not np.all(np.asarray(info.converged)):
+        with pytest.raises(InverseNotConvergedError, match="did not converge"):
+            info.check()
+    flagged = InverseInfo(jnp.asarray([0.0, 1.0]), jnp.asarray([True, False]), jnp.asarray(0.1))
+    with pytest.raises(InverseNotConvergedError, match="1 of 2 codes"):
+        flagged.check()
+
+
+def test_recovers_the_known_preimage_better_than_the_inverse_linear_map():
+    sampler, x, y, _ = fitted.clusters()
+    z = sampler.inverse_transport(y)
+    m = sampler.model
+    linear = jnp.linalg.solve(m.base_matrix[...], (y - m.base_shift[...]).T).T
+    err = np.median(np.linalg.norm(np.asarray(z - x), axis=-1))
+    control = np.median(np.linalg.norm(np.asarray(linear - x), axis=-1))
+    assert err < 0.75 * control, (err, control)
+
+
+@pytest.mark.slow  # minutes of fitting and Newton on 2 cores: run with -m slow
+def test_frame_sampler_inverts_the_complement_exactly_and_the_block_by_newton():
+    sampler, _, y, _ = fitted.subspace()
+    assert sampler.frame is not None and sampler.k >= 2
+    own = sampler.sample(jax.random.key(5), 1000)
+    _, err, _ = _round_trip(sampler, own)
+    assert np.quantile(err, 0.95) <= 1e-2, np.quantile(err, [0.5, 0.95])
+    z = sampler.inverse_transport(y[:1000])
+    q = sampler.frame.basis  # the complement is exact up to float32 rounding
+    comp = np.asarray(sampler.transport(z) - y[:1000]) @ np.asarray(q[:, sampler.k :])
+    assert np.max(np.abs(comp)) < 1e-3 * _std(y)
+
+
+def test_shapes_jit_vmap_and_errors():
+    sampler, _, y, _ = fitted.clusters()
+    one = sampler.inverse_transport(y[0])
+    assert one.shape == (4,)
+    batch = sampler.inverse_transport(y[:6].reshape(2, 3, 4))
+    np.testing.assert_allclose(np.asarray(batch.reshape(6, 4)[0]), np.asarray(one), atol=1e-5)
+    jitted = jax.jit(lambda s, c: s.inverse_transport(c, return_info=True))(sampler, y[:6])
+    np.testing.assert_allclose(np.asarray(jitted[0]), np.asarray(batch.reshape(6, 4)), atol=1e-5)
+    assert jitted[1].converged.shape == (6,)
+    vm = jax.vmap(sampler.inverse_transport)(y[:6])
+    np.testing.assert_allclose(np.asarray(vm), np.asarray(jitted[0]), atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
+        sampler.inverse_transport(y[:, :3])
+    with pytest.raises(ValueError, match="rank"):
+        sampler.inverse_transport(jnp.float32(1.0))
+    far = sampler.inverse_transport(jnp.full((2, 4), 1e4, jnp.float32))
+    assert np.all(np.isfinite(np.asarray(far)))
