@@ -97,30 +97,29 @@ def register(name: str):
     return deco
 
 
+def _fit_aeot(problem, **method):
+    """``aeot.fit`` with ``--fit-kwargs`` and ``method``; the note gives the pursuit frame's k."""
+    sampler = aeot.fit(jax.random.key(0), problem.codes, **(dict(problem.fit_kwargs) | method))
+    jax.block_until_ready(sampler.sample(jax.random.key(1), 2))
+    note = "" if sampler.frame is None else f"k={sampler.k} layers={len(sampler.frame.layers)}"
+    return Fitted(sampler.transport, cpu=True, note=note)
+
+
 @register("aeot")
 def _aeot(problem):
     """``aeot.fit`` with library defaults (and ``--fit-kwargs``)."""
-    sampler = aeot.fit(jax.random.key(0), problem.codes, **problem.fit_kwargs)
-    jax.block_until_ready(sampler.params)
-    note = "" if sampler.frame is None else f"k={sampler.k} layers={len(sampler.frame.layers)}"
-    return Fitted(sampler.transport, cpu=True, note=note)
+    return _fit_aeot(problem)
 
 
 @register("aeot-debiased")
 def _aeot_debiased(problem):
     """``method="debiased"``: latentot 0.2's default at every d >= 3."""
-    kw = dict(problem.fit_kwargs) | {"method": "debiased"}
-    sampler = aeot.fit(jax.random.key(0), problem.codes, **kw)
-    jax.block_until_ready(sampler.params)
-    return Fitted(sampler.transport, cpu=True)
+    return _fit_aeot(problem, method="debiased")
 
 
 @register("aeot-minibatch")
 def _aeot_minibatch(problem):
-    kw = dict(problem.fit_kwargs) | {"method": "minibatch"}
-    sampler = aeot.fit(jax.random.key(0), problem.codes, **kw)
-    jax.block_until_ready(sampler.params)
-    return Fitted(sampler.transport, cpu=True)
+    return _fit_aeot(problem, method="minibatch")
 
 
 @register("identity")

@@ -330,6 +330,23 @@ def fit(
         not match (other settings, potential or prior).
       TrainingDivergedError: a non-finite loss; it carries the last good sampler.
     """
+    # The settings that the box and the pursuit frame pass on to the fit of their inner codes.
+    training = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "potential": potential,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "lam": lam,
+        "penalty": penalty,
+        "lp": lp,
+        "ema_decay": ema_decay,
+        "callback": callback,
+        "log_every": log_every,
+        "checkpoint_path": checkpoint_path,
+        "checkpoint_every": checkpoint_every,
+        "resume_from": resume_from,
+    }
     if bounds is not None:
         return _fit_in_box(
             rng,
@@ -337,22 +354,9 @@ def fit(
             bounds,
             prior=prior,
             method=method,
-            steps=steps,
-            batch_size=batch_size,
-            potential=potential,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            lam=lam,
-            penalty=penalty,
-            lp=lp,
-            ema_decay=ema_decay,
             validation_codes=validation_codes,
-            callback=callback,
-            log_every=log_every,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every,
-            resume_from=resume_from,
             mesh=mesh,
+            **training,
         )
     # ---- validation -------------------------------------------------------------------------
     prior = _priors.Gaussian() if prior is None else prior
@@ -379,25 +383,7 @@ def fit(
         elif mesh is not None:
             raise ValueError('method="pursuit" does not support mesh=; use method="debiased"')
         else:
-            return _fit_pursuit(
-                rng,
-                codes,
-                validation_codes=validation_codes,
-                steps=steps,
-                batch_size=batch_size,
-                potential=potential,
-                optimizer=optimizer,
-                learning_rate=learning_rate,
-                lam=lam,
-                penalty=penalty,
-                lp=lp,
-                ema_decay=ema_decay,
-                callback=callback,
-                log_every=log_every,
-                checkpoint_path=checkpoint_path,
-                checkpoint_every=checkpoint_every,
-                resume_from=resume_from,
-            )
+            return _fit_pursuit(rng, codes, validation_codes=validation_codes, **training)
     if batch_size is None:
         per_device = codes.shape[0] // (1 if mesh is None else mesh.size)
         batch_size = max(1, min(METHOD_DEFAULTS[method]["batch_size"], per_device))
