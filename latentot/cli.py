@@ -696,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_FitDefault("method"),
         help="training targets: debiased minibatch OT, Liu et al.'s Algorithm 1, pursuit: the "
         "debiased method on the codes' non-Gaussian block and Gaussianisation layers elsewhere, "
-        "see docs/pursuit.md; or auto: minibatch for codes of dimension <= 2, pursuit from 33, "
+        "see docs/pursuit.md; or auto: minibatch for codes of dimension <= 2, pursuit from 65, "
         "else debiased (default: %(default)s)",
     )
     p.add_argument(

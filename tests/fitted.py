@@ -23,5 +23,5 @@ def subspace(dim: int = 40, n: int = 3000, steps: int = 150):
     """The same on the subspace pair at d = 40 (``method="pursuit"``: a learned block)."""
     pair = known_map(jax.random.key(0), "subspace", dim)
     x, y = pair.sample(jax.random.key(1), n)
-    sampler = aeot.fit(jax.random.key(2), y, steps=steps, batch_size=256)
+    sampler = aeot.fit(jax.random.key(2), y, method="pursuit", steps=steps, batch_size=256)
     return sampler, x, y, pair

@@ -86,8 +86,8 @@ def test_pursuit_needs_the_standard_gaussian_prior():
     codes = np.random.default_rng(0).standard_normal((600, 40)).astype(np.float32)
     with pytest.raises(ValueError, match="pursuit"):
         aeot.fit(jax.random.key(0), codes, method="pursuit", prior=Gaussian(scale=2.0))
-    assert aeot.resolve_method("auto", 33) == "pursuit"
-    assert aeot.resolve_method("auto", 32) == "debiased"
+    assert aeot.resolve_method("auto", 65) == "pursuit"
+    assert aeot.resolve_method("auto", 64) == "debiased"
 
 
 def _grey_patches(n, size, seed):
