@@ -241,6 +241,7 @@ def _energy_distance(x, y):
     return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
 
 
+@pytest.mark.slow  # an AE-OT fit and Newton inverses: ~50 s on 2 cores; run with -m slow
 @pytest.mark.heavy
 def test_sampler_in_the_priors_place_keeps_the_codes_law():
     from latentot import aeot
