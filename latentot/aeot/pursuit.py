@@ -1,6 +1,8 @@
 """Where codes are not Gaussian: a block transport map found by projection pursuit.
 
-Prototype: see docs/pursuit.md for the method.
+:class:`Frame` is the map (a learned block, exact linear and monotone layers elsewhere) and
+:func:`find_frame` its search from the codes; ``docs/pursuit.md`` gives the formulas and what
+they assume.
 """
 
 from __future__ import annotations
@@ -224,12 +226,23 @@ def find_frame(
     sample: int = 20_000,
     knots: int = 257,
     seed: int = 0,
-    learn_block: bool = True,
-    schedule=None,
-    max_random: int = 0,
-    correct: bool = True,
 ):
-    """Returns (frame, projected fit codes for the learned block [N, k], report)."""
+    """The frame of the codes (``docs/pursuit.md``).
+
+    Args:
+      codes_fit: ``[N, d]`` codes; the moments use every row, the fits only ``fit_rows``.
+      codes_val: ``[M, d]`` held-out codes for the normality tests.
+      fit_rows: the rows of ``codes_fit`` to fit on (default: all).
+      k_max: the learned block has at most this many dimensions.
+      gap_ratio: an eigenvalue ratio λᵢ / λᵢ₊₁ at least this large is a gap.
+      alpha: the tests' level (Bonferroni-corrected over the components).
+      sample: FastICA and the layers are fitted on at most this many codes.
+      knots: knots of each monotone map.
+      seed: seed of the subsample and of FastICA.
+
+    Returns:
+      ``(frame, report)``.
+    """
     codes_fit = np.asarray(codes_fit)
     rows = np.arange(codes_fit.shape[0]) if fit_rows is None else fit_rows
     n, d = len(rows), codes_fit.shape[1]
@@ -250,7 +263,7 @@ def find_frame(
         gaps = np.flatnonzero(ratios >= gap_ratio)
         i = int(gaps[-1]) if len(gaps) else int(np.argmax(ratios))
         gap = float(ratios[i])
-        if gap >= gap_ratio and i + 1 >= 2 and learn_block:
+        if gap >= gap_ratio and i + 1 >= 2:
             k = i + 1
     if k:  # the block must be non-Gaussian somewhere, else it is linear
         zb = (val @ q[:, :k]) / np.sqrt(lam[:k])
@@ -271,12 +284,8 @@ def find_frame(
         alpha=alpha,
         knots=knots,
         seed=seed,
-        rng=rng,
-        schedule=schedule,
-        max_random=max_random,
     )
-    if correct:
-        layers = _covariance_correction(layers, active, rng)
+    layers = _covariance_correction(layers, active, rng)
     frame = Frame(
         mean=jnp.asarray(mean, jnp.float32),
         basis=jnp.asarray(q, jnp.float32),
@@ -360,23 +369,16 @@ def _radial_layer(zs, zv, alpha, knots):
 SCHEDULE = ("principal", "ica", "radial", "principal")
 
 
-def _gaussianise(zs, zv, *, alpha, knots, seed, rng, max_random=12, schedule=None):
-    """Layers that Gaussianise the whitened codes zs (codes → noise), tested on zv."""
+def _gaussianise(zs, zv, *, alpha, knots, seed):
+    """The layers of :data:`SCHEDULE` that Gaussianise the whitened codes zs (codes → noise),
+    each tested on the held-out zv; returns ``(layers, [(kind, components mapped)])``."""
     m = zs.shape[1]
     layers, info = [], []
-    steps = [(s, None) for s in (schedule or SCHEDULE)]
-    steps += [("random", i) for i in range(max_random)]
-    idle = 0
-    for kind, _ in steps:
+    for kind in SCHEDULE:
         if kind == "radial":
             layer, zs, zv, n = _radial_layer(zs, zv, alpha, knots)
         else:
-            if kind == "principal":
-                rot = np.eye(m)
-            elif kind == "ica":
-                rot = fast_ica(zs, seed=seed).T
-            else:
-                rot, _ = np.linalg.qr(rng.standard_normal((m, m)))
+            rot = np.eye(m) if kind == "principal" else fast_ica(zs, seed=seed).T
             layer, zs, zv, n = _marginal_layer(zs, zv, rot, alpha, knots)
         info.append((kind, n))
         if layer is not None:
@@ -384,10 +386,6 @@ def _gaussianise(zs, zv, *, alpha, knots, seed, rng, max_random=12, schedule=Non
             layer, zs, zv = _whitening_layer(zs, zv)
             if layer is not None:
                 layers.append(layer)
-        if kind == "random":
-            idle = idle + 1 if n == 0 else 0
-            if idle >= 2:
-                break
     return layers, info
 
 
