@@ -77,11 +77,28 @@ class LinearLayer:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class AffineLayer:
+    """``y ↦ y S + c`` with S ``[k, k]`` symmetric positive definite (the learned block's
+    moment correction, :func:`moment_correction`)."""
+
+    matrix: jax.Array
+    inverse_matrix: jax.Array
+    shift: jax.Array
+
+    def forward(self, y, inverse=False):
+        if inverse:
+            return (y - self.shift.astype(y.dtype)) @ self.inverse_matrix.astype(y.dtype)
+        return y @ self.matrix.astype(y.dtype) + self.shift.astype(y.dtype)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class Frame:
     """The block map around a learned k-dimensional map f.
 
-    ``T(x) = m + Q [f(Q_Vᵀ x); σ ⊙ G(Q_Uᵀ x)]`` with G the composition of the layers (the
-    last fitted applied first).
+    ``T(x) = m + Q [B(f(Q_Vᵀ x)); σ ⊙ G(Q_Uᵀ x)]`` with G the composition of the layers (the
+    last fitted applied first) and B the block's moment correction (the identity when
+    ``block`` is None).
 
     Attributes:
       mean: m ``[d]``.
@@ -89,6 +106,7 @@ class Frame:
       scale: σ ``[d - k]``, the codes' standard deviations along U's columns.
       layers: the Gaussianisation layers of the whitened U part, in fitting order (codes → noise).
       k: the learned block's dimension (static).
+      block: an :class:`AffineLayer` B applied after f, or None.
     """
 
     mean: jax.Array
@@ -96,6 +114,7 @@ class Frame:
     scale: jax.Array
     layers: tuple
     k: int = dataclasses.field(metadata={"static": True})
+    block: AffineLayer | None = None
 
     @property
     def dim(self) -> int:
@@ -134,7 +153,8 @@ class Frame:
         a = x @ q
         parts = [self.complement(a[..., self.k :])]
         if self.k:
-            parts.insert(0, inner(a[..., : self.k]))
+            v = inner(a[..., : self.k])
+            parts.insert(0, v if self.block is None else self.block.forward(v))
         return self.mean.astype(x.dtype) + jnp.concatenate(parts, axis=-1) @ q.T
 
 
@@ -265,6 +285,9 @@ def find_frame(
         gap = float(ratios[i])
         if gap >= gap_ratio and i + 1 >= 2:
             k = i + 1
+    spikes, spike_gap = _spikes(lam, len(every), k_max)
+    if spikes > k:
+        k, gap = spikes, spike_gap
     if k:  # the block must be non-Gaussian somewhere, else it is linear
         zb = (val @ q[:, :k]) / np.sqrt(lam[:k])
         wb = fast_ica((sub @ q[:, :k]) / np.sqrt(lam[:k]), seed=seed)
@@ -295,6 +318,35 @@ def find_frame(
     )
     report = FrameReport(k, gap, m, info)
     return frame, report
+
+
+#: A spike of :func:`_spikes` is an eigenvalue above this multiple of the bulk's
+#: Marchenko-Pastur edge.
+SPIKE_EDGE_FACTOR = 1.25
+
+#: ... and the last spike is at least this many times the first bulk eigenvalue.
+SPIKE_GAP = 1.5
+
+
+def _spikes(lam, n, k_max):
+    """The spikes over a flat bulk (the spiked covariance model): ``(count, gap)``.
+
+    The bulk's level is the median of the eigenvalues ``lam`` (descending) that are not
+    rounding noise; with γ = d / n its sample eigenvalues lie below ``(1 + √γ)²`` times it
+    (Marchenko-Pastur). The count is the number of eigenvalues above
+    :data:`SPIKE_EDGE_FACTOR` times that edge, kept only if it is 2 to ``k_max`` and the last
+    spike is :data:`SPIKE_GAP` times the next eigenvalue (a spectrum that decays smoothly, as
+    natural images' does, has no flat bulk and no spikes); else ``(0, 1.0)``.
+    """
+    live = lam[lam > lam[0] * RANK_RTOL]
+    if len(live) < 4:
+        return 0, 1.0
+    edge = np.median(live) * (1.0 + math.sqrt(len(live) / n)) ** 2
+    count = int(np.sum(live > SPIKE_EDGE_FACTOR * edge))
+    if not 2 <= count <= min(k_max, len(live) - 1):
+        return 0, 1.0
+    gap = float(live[count - 1] / live[count])
+    return (count, gap) if gap >= SPIKE_GAP else (0, 1.0)
 
 
 def _mean(codes, rows, chunk=65536):
@@ -420,6 +472,55 @@ def _covariance_correction(layers, m, rng, n=32768):
     return [scale, *layers]
 
 
+def moment_correction(pushed, mean, cov, *, rtol=0.05):
+    """The block's moment correction: the Gaussian (Bures) map from the pushed noise's first
+    two moments onto the codes' ``mean`` ``[k]`` and ``cov`` ``[k, k]``.
+
+    A learned map adds spread where the codes have almost none (their covariance can span
+    six decades, issue 24): along such a direction the map's small errors are all of the
+    samples' variance. The correction ``y ↦ μ + S (y − μ_T)``, with S the symmetric positive
+    definite map ``Σ_T^{-½} (Σ_T^{½} Σ Σ_T^{½})^{½} Σ_T^{-½}``, gives the samples the codes'
+    mean and covariance; composed with the learned map it is a composition of two optimal
+    maps (the learned one is not exactly optimal either).
+
+    Args:
+      pushed: ``[M, k]`` the learned map's images of M prior draws.
+      mean: the codes' mean ``[k]``.
+      cov: the codes' covariance ``[k, k]``.
+      rtol: no correction (None) when every variance of the pushed noise along the codes'
+        principal directions is within this relative error of the codes'.
+
+    Returns:
+      An :class:`AffineLayer`, or None.
+    """
+    pushed = np.asarray(pushed, np.float64)
+    mu_t = pushed.mean(0)
+    cov_t = np.cov(pushed, rowvar=False).reshape(len(mean), len(mean))
+    lam, v = np.linalg.eigh(cov)
+    lam = np.maximum(lam, lam.max() * 1e-12 + 1e-300)
+    ratio = np.einsum("ij,jk,ki->i", v.T, cov_t, v) / lam
+    if np.max(np.abs(ratio - 1.0)) <= rtol and np.max(np.abs(mu_t - mean)) <= rtol * math.sqrt(
+        lam.max()
+    ):
+        return None
+    w, u = np.linalg.eigh(cov_t)
+    w = np.maximum(w, w.max() * 1e-12 + 1e-300)
+    half = (u * np.sqrt(w)) @ u.T
+    inv_half = (u / np.sqrt(w)) @ u.T
+    mid_w, mid_u = np.linalg.eigh(half @ cov @ half)
+    mid = (mid_u * np.sqrt(np.maximum(mid_w, 0.0))) @ mid_u.T
+    s = inv_half @ mid @ inv_half
+    s = 0.5 * (s + s.T)
+    sw, su = np.linalg.eigh(s)
+    s_inv = (su / np.maximum(sw, sw.max() * 1e-12)) @ su.T
+    shift = mean - mu_t @ s
+    return AffineLayer(
+        jnp.asarray(s, jnp.float32),
+        jnp.asarray(s_inv, jnp.float32),
+        jnp.asarray(shift, jnp.float32),
+    )
+
+
 def _swap(layer):
     return LinearLayer(layer.inverse_matrix, layer.matrix)
 
@@ -438,7 +539,8 @@ def frame_meta(frame: Frame) -> dict:
             layers.append({"type": "radial", "knots": int(layer.radius.x.shape[1])})
         else:
             layers.append({"type": "linear"})
-    return {"dim": frame.dim, "k": frame.k, "active": frame.active, "layers": layers}
+    meta = {"dim": frame.dim, "k": frame.k, "active": frame.active, "layers": layers}
+    return meta | {"block": True} if frame.block is not None else meta
 
 
 def frame_template(meta: dict) -> Frame:
@@ -463,4 +565,5 @@ def frame_template(meta: dict) -> Frame:
             layers.append(LinearLayer(z(r, r), z(r, r)))
         else:
             raise ValueError(f"unknown frame layer type {kind!r}")
-    return Frame(z(d), z(d, d), z(m), tuple(layers), k)
+    block = AffineLayer(z(k, k), z(k, k), z(k)) if meta.get("block") else None
+    return Frame(z(d), z(d, d), z(m), tuple(layers), k, block)

@@ -38,7 +38,9 @@ class Sampler:
       frame: a :class:`~latentot.aeot.pursuit.Frame` (``method="pursuit"``): the potential
         then maps the frame's k-dimensional block and the frame maps the rest, ``T(z) =
         frame.transport(z, z_V ↦ z_V + ∇D(z_V))``; with ``k = 0`` there is no potential
-        (``params`` and ``potential_config`` are ``None``).
+        (``params`` and ``potential_config`` are ``None``). ``fit``'s debiased method returns
+        a frame with k = d when its samples need the moment correction
+        (:func:`~latentot.aeot.pursuit.moment_correction`, the frame's ``block``).
       bounds: ``(low, high)`` ``[d]`` arrays (``fit(bounds=...)``): the map above is then
         followed by ``y ↦ low + (high − low) · sigmoid(y)``, so every sample lies in the box.
     """
@@ -233,7 +235,9 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
         a = (inner - frame.mean.astype(flat.dtype)) @ q
         parts = [frame.complement_inverse(a[:, frame.k :])]
         if frame.k:
-            parts.insert(0, _invert_learned(sampler, a[:, : frame.k], iterations))
+            v = a[:, : frame.k]
+            v = v if frame.block is None else frame.block.forward(v, inverse=True)
+            parts.insert(0, _invert_learned(sampler, v, iterations))
         x = jnp.concatenate(parts, axis=-1) @ q.T
     residual = jnp.sqrt(jnp.mean((_map(sampler, x) - flat) ** 2, axis=-1))
     tolerance = jnp.asarray(rtol, flat.dtype) * _code_scale(sampler).astype(flat.dtype)

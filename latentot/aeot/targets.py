@@ -13,6 +13,12 @@ point, the displacement ``∇D(x_i)`` should take (and, for Liu's method, the va
   minus the self-transport displacement, in the spirit of Sinkhorn divergences (Feydy et al.
   2019). When T#P = Q both displacements have the same law, so the minibatch bias cancels and
   the fixed point is a map that pushes P onto Q; the regression onto ∇D keeps it a gradient.
+  Every gradient map that pushes P onto Q is such a fixed point, and training drifted along
+  them, away from the optimal one (issue 20: "more training makes it worse"). So the corrected
+  points ``v_i = u_i + y_σ(i) − u'_τ(i)`` are rearranged by a third LP, between the noise ``x``
+  and ``u`` itself: the target of x_i is ``v_π(i)``. The optimal map's pairs (x_i, T*(x_i)) are
+  cyclically monotone, so for it π is the identity and the fixed point stays; for any other
+  map π moves points, towards the monotone rearrangement of the same batch law.
 
 Each function returns ``(phi, target, stats)``: ``phi`` [m] or ``None`` (no value term),
 ``target`` [m, d] the displacement target (constants, no gradient flows through them) and a
@@ -66,13 +72,20 @@ def debiased_targets(solver: Callable, x: jax.Array, u: jax.Array, u_self: jax.A
       y: the codes.
 
     Returns:
-      ``(None, target, stats)`` with ``target = u + y_σ − u'_τ − x``: σ the LP between ``u``
-      and ``y``, τ the LP between ``u`` and ``u_self``.
+      ``(None, target, stats)`` with ``target_i = v_π(i) − x_i``, ``v = u + y_σ − u'_τ``: σ
+      the LP between ``u`` and ``y``, τ the LP between ``u`` and ``u_self``, π the LP between
+      ``x`` and ``u``; ``stats["monotone_moved"]`` is the fraction of points π moves.
     """
     to_codes = solver(u, y)
     to_self = solver(u, u_self)
-    new = u + y[to_codes.assignment] - u_self[to_self.assignment]
+    # Cyclical monotonicity: the LP between the noise and its own images pairs x_i with
+    # u_π(i); π is the identity exactly when the pairs (x_i, u_i) are cyclically monotone, as
+    # those of an optimal map are. Rearranging the corrected points by π leaves the batch's law
+    # unchanged and pulls the map towards the monotone one among the maps with that law.
+    to_monotone = solver(x, u)
+    new = (u + y[to_codes.assignment] - u_self[to_self.assignment])[to_monotone.assignment]
     target = jax.lax.stop_gradient(new - x)
     stats = _lp_stats(to_codes, "lp_")
     stats["lp_self_cost"] = jnp.asarray(to_self.cost)
+    stats["monotone_moved"] = jnp.mean(to_monotone.assignment != jnp.arange(x.shape[0]))
     return None, target, stats

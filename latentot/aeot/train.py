@@ -424,6 +424,7 @@ def fit(
             )
 
     k_init, k_train = jax.random.split(rng)
+    k_moment = jax.random.fold_in(rng, 2**31 - 2)
     module = _build_potential(potential, codes, prior, spread, k_init, method)
     if getattr(module, "dim", dim) != dim:
         raise ValueError(f"potential has dimension {module.dim}, the codes {dim}")
@@ -508,7 +509,46 @@ def fit(
         if due and jax.process_index() == 0:
             hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
             _save_training(checkpoint_path, settings, config, state, hist)
-    return snapshot(state, hist_lists)
+    sampler = snapshot(state, hist_lists)
+    if method == "debiased" and mesh is None:
+        sampler = _moment_corrected(sampler, codes, k_moment)
+    return sampler
+
+
+#: Prior draws that measure the learned map's pushed moments (:func:`_moment_corrected`).
+MOMENT_DRAWS = 65_536
+
+
+def _moment_corrected(sampler: Sampler, codes, rng) -> Sampler:
+    """The debiased sampler followed by its moment correction
+    (:func:`~latentot.aeot.pursuit.moment_correction`), as a frame with k = d; the sampler
+    itself when its pushed moments already match the codes'."""
+    codes_np = np.asarray(codes)
+    dim = codes_np.shape[1]
+    every = np.arange(codes_np.shape[0])
+    mean = _pursuit._mean(codes_np, every)
+    cov = _pursuit._covariance(codes_np, mean, every)
+    z = sampler.prior.sample(rng, (MOMENT_DRAWS, dim), codes_np.dtype)
+    block = _pursuit.moment_correction(sampler.transport(z), mean, cov)
+    if block is None:
+        return sampler
+    frame = _pursuit.Frame(
+        mean=jnp.zeros((dim,), jnp.float32),
+        basis=jnp.eye(dim, dtype=jnp.float32),
+        scale=jnp.zeros((0,), jnp.float32),
+        layers=(),
+        k=dim,
+        block=block,
+    )
+    return Sampler(
+        sampler.params,
+        sampler.prior,
+        sampler.potential_config,
+        sampler.history,
+        graphdef=sampler.graphdef,
+        dim=sampler._dim,
+        frame=frame,
+    )
 
 
 #: Codes closer than this fraction of the box's width to one of its faces are moved that far
@@ -605,6 +645,8 @@ def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
         settings["batch_size"] = min(settings["batch_size"], len(block))
     inner = fit(k_fit, block, method="debiased", validation_codes=inner_val, **settings)
     history = (inner.history or {}) | history
+    if inner.frame is not None:  # the inner fit's moment correction, in the block's coordinates
+        frame = dataclasses.replace(frame, block=inner.frame.block)
     return Sampler(inner.params, inner.prior, inner.potential_config, history, frame=frame)
 
 
