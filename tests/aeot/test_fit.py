@@ -375,12 +375,12 @@ def _flat(tree):
     return np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(tree)])
 
 
-def test_auto_method_is_minibatch_in_the_plane_debiased_above_and_pursuit_from_65():
+def test_auto_method_is_minibatch_in_the_plane_debiased_above_and_pursuit_from_33():
     """``method="auto"`` (the default) resolves by dimension, with each method's own batch size,
     penalty and potential defaults; the resolved method is what trains."""
     assert aeot.resolve_method("auto", 1) == aeot.resolve_method("auto", 2) == "minibatch"
-    assert aeot.resolve_method("auto", 3) == aeot.resolve_method("auto", 64) == "debiased"
-    assert aeot.resolve_method("auto", 65) == aeot.resolve_method("auto", 512) == "pursuit"
+    assert aeot.resolve_method("auto", 3) == aeot.resolve_method("auto", 32) == "debiased"
+    assert aeot.resolve_method("auto", 33) == aeot.resolve_method("auto", 512) == "pursuit"
     assert aeot.resolve_method("minibatch", 64) == "minibatch"
     with pytest.raises(ValueError, match="method"):
         aeot.resolve_method("exact", 2)

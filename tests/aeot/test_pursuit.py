@@ -86,8 +86,8 @@ def test_pursuit_needs_the_standard_gaussian_prior():
     codes = np.random.default_rng(0).standard_normal((600, 40)).astype(np.float32)
     with pytest.raises(ValueError, match="pursuit"):
         aeot.fit(jax.random.key(0), codes, method="pursuit", prior=Gaussian(scale=2.0))
-    assert aeot.resolve_method("auto", 65) == "pursuit"
-    assert aeot.resolve_method("auto", 64) == "debiased"
+    assert aeot.resolve_method("auto", 33) == "pursuit"
+    assert aeot.resolve_method("auto", 32) == "debiased"
 
 
 def _grey_patches(n, size, seed):
@@ -124,3 +124,38 @@ def test_bounds_keep_every_sample_in_the_box_and_survive_save_load(tmp_path):
         aeot.fit(jax.random.key(0), codes, bounds=(0.0, 0.5))
     with pytest.raises(ValueError, match="bounds"):
         aeot.fit(jax.random.key(0), codes, bounds=(1.0, 0.0))
+
+
+def test_moment_correction_is_the_bures_map_between_the_moments():
+    """Closed form: S is symmetric positive definite with S Σ_T S = Σ, so the corrected
+    points have exactly the codes' mean and covariance; matched moments give no correction."""
+    rng = np.random.default_rng(3)
+    k = 5
+    a = rng.standard_normal((k, k))
+    pushed = rng.standard_normal((4000, k)) @ a + 1.0
+    b = rng.standard_normal((k, k)) * np.logspace(0, -3, k)  # six decades of variance
+    cov, mean = b @ b.T, rng.standard_normal(k)
+    layer = pursuit.moment_correction(pushed, mean, cov)
+    s = np.asarray(layer.matrix, np.float64)
+    np.testing.assert_allclose(s, s.T, atol=1e-6)
+    assert np.linalg.eigvalsh(s).min() > 0
+    out = np.asarray(layer.forward(jnp.asarray(pushed, jnp.float32)), np.float64)
+    np.testing.assert_allclose(np.cov(out, rowvar=False), cov, rtol=2e-3, atol=1e-5 * cov.max())
+    np.testing.assert_allclose(out.mean(0), mean, atol=1e-4)
+    back = np.asarray(layer.forward(jnp.asarray(out, jnp.float32), inverse=True))
+    np.testing.assert_allclose(back, pushed, atol=1e-3)
+    assert pursuit.moment_correction(pushed, pushed.mean(0), np.cov(pushed, rowvar=False)) is None
+
+
+def test_spikes_over_a_flat_bulk_without_a_gap_of_three():
+    """Seven cluster directions whose eigenvalues end 2.2× above a flat bulk (the clusters
+    pair at d = 64): the block is those seven; a smoothly decaying spectrum has no spikes."""
+    rng = np.random.default_rng(4)
+    n, d = 20_000, 64
+    lam = np.concatenate([np.linspace(6.0, 2.4, 7), np.ones(d - 7)])
+    sample = np.sort(
+        np.linalg.eigvalsh(np.cov(rng.standard_normal((n, d)) * np.sqrt(lam), rowvar=False))
+    )[::-1]
+    assert pursuit._spikes(sample, n, 32)[0] == 7
+    decay = np.arange(1, d + 1, dtype=float) ** -1.5  # natural images' power law
+    assert pursuit._spikes(decay, n, 32)[0] == 0
