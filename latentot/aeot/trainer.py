@@ -222,7 +222,9 @@ class Trainer:
             x_self = state.prior.sample(k_self, (m, d), codes.dtype).astype(codes.dtype)
             u = jax.lax.stop_gradient(_transport(model, x))
             u_self = jax.lax.stop_gradient(_transport(model, x_self))
-            phi, target, stats = debiased_targets(self.lp, x, u, u_self, y)
+            phi_x = 0.5 * jnp.sum(x * x, axis=-1) + model(x).astype(x.dtype)
+            phi_x = jax.lax.stop_gradient(phi_x)
+            phi, target, stats = debiased_targets(self.lp, x, u, u_self, y, phi_x)
 
         def loss_fn(params):
             m_ = nnx.merge(self.graphdef, params, state.rest)
