@@ -128,7 +128,9 @@ DEBIASED_CURVATURE_MAX_DIM = 16
 #: the cosine spread over all of them still measured 2.88 → 5.68 (clusters) and 2.97 → 4.39
 #: (mixture) against 1000 steps at d = 64, and a third of the rate over the 3000 steps 5.57 on
 #: the mixture; with this horizon 3000 steps measured 3.39 (mixture), 2.82 (clusters) and 2.75
-#: (subspace) against 2.97, 2.88 and 3.46 at 1000 (``benchmarks/README.md``).
+#: (subspace) against 2.97, 2.88 and 3.46 at 1000 (``benchmarks/README.md``). The drift along
+#: those fixed points is now also held back by the targets' cyclical-monotonicity rearrangement
+#: (:func:`~latentot.aeot.targets.debiased_targets`).
 DEBIASED_SCHEDULE_STEPS = 1000
 
 
