@@ -115,9 +115,16 @@ DEBIASED_QUADRATIC_MAX_DIM = 16
 #: L2-UVP went 3.38 → 8.84 along a 3000-step run while the held-out divergence kept falling
 #: (0.55 → 0.20: the pushed law stays right, the map drifts to a worse one). Without the
 #: curvature the same run measured 3.11 at step 2000 and 3.82 at 3000 (``benchmarks/README.md``).
-#: In the plane the curvature is what lets cells shrink to their clusters (eight Gaussians),
-#: and up to d = 16 the ‖x‖² spread is small; it is kept there.
-DEBIASED_CURVATURE_MAX_DIM = 16
+#: In the plane the curvature is what lets cells shrink to their clusters (eight Gaussians).
+#: At d = 16 it still drifted (the subspace pair, 8 Gaussian directions: 3.92 at 1000 steps,
+#: 4.94 at 3000; without it 1.90 and 2.05), so codes from d = 3 on train without it.
+DEBIASED_CURVATURE_MAX_DIM = 2
+
+#: ``method="pursuit"`` trains its learned block (k ≤ this) with the per-head curvature: the
+#: block holds the codes' non-Gaussian directions only, so none of the Gaussian directions
+#: whose ‖x‖² made the cell choice drift (above) is there (spiked pair d = 64, its 5-dim block:
+#: 0.584 with it, 0.619 without).
+PURSUIT_BLOCK_CURVATURE_MAX_DIM = 16
 
 #: ``fit``'s default optimizer (``optimizer=None``) decays the debiased method's learning rate
 #: over at most this many steps and holds it at the final rate (1% of ``learning_rate``) after
@@ -645,6 +652,8 @@ def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
         inner_val = None
     if settings.get("batch_size") is not None:  # valid for the N codes; the block has fewer
         settings["batch_size"] = min(settings["batch_size"], len(block))
+    if settings.get("potential") is None and frame.k <= PURSUIT_BLOCK_CURVATURE_MAX_DIM:
+        settings["potential"] = {"curvature": True}
     inner = fit(k_fit, block, method="debiased", validation_codes=inner_val, **settings)
     history = (inner.history or {}) | history
     if inner.frame is not None:  # the inner fit's moment correction, in the block's coordinates
