@@ -398,7 +398,7 @@ def test_auto_method_is_minibatch_in_the_plane_debiased_above_and_pursuit_from_3
     # (Each fit above ran with the method's default batch capped at its 96 codes.)
     defaults = train_mod.METHOD_DEFAULTS
     assert defaults["minibatch"]["batch_size"] == 1024 and defaults["debiased"]["batch_size"] == 512
-    assert auto.model.base is True and auto.model.curvature is False  # (d = 3: debiased)
+    assert auto.model.base is True and auto.model.curvature is True  # (d = 3: debiased)
     # The debiased method's shared quadratic is on up to DEBIASED_QUADRATIC_MAX_DIM.
     assert auto.model.quadratic is True
     top = train_mod.DEBIASED_QUADRATIC_MAX_DIM
