@@ -550,6 +550,12 @@ def _moment_corrected(sampler: Sampler, codes, rng) -> Sampler:
         k=dim,
         block=block,
     )
+    return _with(sampler, frame=frame)
+
+
+def _with(sampler: Sampler, **changes) -> Sampler:
+    """The sampler with its ``frame`` and/or ``bounds`` replaced."""
+    kept = {"frame": sampler.frame, "bounds": sampler.bounds}
     return Sampler(
         sampler.params,
         sampler.prior,
@@ -557,7 +563,7 @@ def _moment_corrected(sampler: Sampler, codes, rng) -> Sampler:
         sampler.history,
         graphdef=sampler.graphdef,
         dim=sampler._dim,
-        frame=frame,
+        **(kept | changes),
     )
 
 
@@ -592,16 +598,7 @@ def _fit_in_box(rng, codes, bounds, *, validation_codes, **settings) -> Sampler:
         )
     inner = fit(rng, logit("codes", codes), validation_codes=validation_codes, **settings)
     box = (jnp.asarray(low, codes.dtype), jnp.asarray(high, codes.dtype))
-    return Sampler(
-        inner.params,
-        inner.prior,
-        inner.potential_config,
-        inner.history,
-        graphdef=inner.graphdef,
-        dim=inner._dim,
-        frame=inner.frame,
-        bounds=box,
-    )
+    return _with(inner, bounds=box)
 
 
 def _is_standard_gaussian(prior) -> bool:

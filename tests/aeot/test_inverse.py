@@ -34,6 +34,7 @@ def test_own_samples_round_trip_within_one_percent_of_the_codes_std():
     assert np.quantile(err, 0.95) <= 1e-2, np.quantile(err, [0.5, 0.95, 0.99])
 
 
+@pytest.mark.slow  # 45 s on 2 cores (Newton on all 2000 training codes): run with -m slow
 def test_training_codes_round_trip_and_the_rest_is_flagged():
     sampler, _, y, _ = fitted.clusters()
     _, err, info = _round_trip(sampler, y)
@@ -44,9 +45,13 @@ def test_training_codes_round_trip_and_the_rest_is_flagged():
     if not np.all(np.asarray(info.converged)):
         with pytest.raises(InverseNotConvergedError, match="did not converge"):
             info.check()
+
+
+def test_unconverged_codes_are_flagged_and_check_raises():
     flagged = InverseInfo(jnp.asarray([0.0, 1.0]), jnp.asarray([True, False]), jnp.asarray(0.1))
     with pytest.raises(InverseNotConvergedError, match="1 of 2 codes"):
         flagged.check()
+    InverseInfo(jnp.asarray([0.0]), jnp.asarray([True]), jnp.asarray(0.1)).check()
 
 
 def test_recovers_the_known_preimage_better_than_the_inverse_linear_map():
