@@ -503,16 +503,10 @@ def moment_correction(pushed, mean, cov, *, rtol=0.05):
         lam.max()
     ):
         return None
-    w, u = np.linalg.eigh(cov_t)
-    w = np.maximum(w, w.max() * 1e-12 + 1e-300)
-    half = (u * np.sqrt(w)) @ u.T
-    inv_half = (u / np.sqrt(w)) @ u.T
-    mid_w, mid_u = np.linalg.eigh(half @ cov @ half)
-    mid = (mid_u * np.sqrt(np.maximum(mid_w, 0.0))) @ mid_u.T
-    s = inv_half @ mid @ inv_half
+    half, inv_half = _psd_power(cov_t, 0.5), _psd_power(cov_t, -0.5)
+    s = inv_half @ _psd_power(half @ cov @ half, 0.5) @ inv_half
     s = 0.5 * (s + s.T)
-    sw, su = np.linalg.eigh(s)
-    s_inv = (su / np.maximum(sw, sw.max() * 1e-12)) @ su.T
+    s_inv = _psd_power(s, -1.0)
     shift = mean - mu_t @ s
     return AffineLayer(
         jnp.asarray(s, jnp.float32),
@@ -521,8 +515,12 @@ def moment_correction(pushed, mean, cov, *, rtol=0.05):
     )
 
 
-def _swap(layer):
-    return LinearLayer(layer.inverse_matrix, layer.matrix)
+def _psd_power(m, p):
+    """``m^p`` for a symmetric positive semi-definite ``m`` (float64; eigenvalues clipped at
+    1e-12 of the largest)."""
+    w, u = np.linalg.eigh(m)
+    w = np.maximum(w, w.max() * 1e-12 + 1e-300)
+    return (u * w**p) @ u.T
 
 
 # --------------------------------------------------------------------------------------------
