@@ -109,7 +109,6 @@ def newton_inverse(phi, y: jax.Array, starts: jax.Array, iterations: int) -> jax
 def _solve_one(phi, y, x0, *, iterations):
     k = y.shape[-1]
     lengths = jnp.asarray(_STEP_LENGTHS, y.dtype)
-    eye = jnp.eye(k, dtype=y.dtype)
     grad = jax.grad(phi)
 
     def conjugate_gap(x):  # ψ: its minimum is a preimage when φ is convex
@@ -121,15 +120,21 @@ def _solve_one(phi, y, x0, *, iterations):
         v = jnp.dot(r, r)
         return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
-    def direction(x, g):
+    def direction(x, g, gauss_newton):
         if k <= DENSE_JACOBIAN_MAX_DIM:
             h = jax.jacfwd(grad)(x)
-            h = 0.5 * (h + h.T)
-            # Levenberg-Marquardt: a singular or indefinite Hessian still gives a finite step.
-            lo = jnp.min(jnp.linalg.eigvalsh(h))
-            scale = jnp.trace(jnp.abs(h)) / k + jnp.finfo(y.dtype).tiny
-            mu = jnp.maximum(-lo, 0.0) + 1e-6 * scale
-            return jnp.linalg.solve(h + mu * eye, g)
+            lam, vec = jnp.linalg.eigh(0.5 * (h + h.T))
+            scale = jnp.mean(jnp.abs(lam)) + jnp.finfo(y.dtype).tiny
+            if gauss_newton:
+                # Levenberg-Marquardt on ‖F‖²: (JᵀJ + μ I) s = Jᵀ F with J = H symmetric. A
+                # descent direction of the residual even where H is indefinite, and the Newton
+                # step H⁻¹ F (quadratic convergence) where H is well conditioned.
+                mu = (1e-3 * scale) ** 2
+                w = lam / (lam * lam + mu)
+            else:
+                # ψ's modified Newton: H shifted to positive definite.
+                w = 1.0 / (lam + jnp.maximum(-lam[0], 0.0) + 1e-6 * scale)
+            return vec @ (w * (vec.T @ g))
         step, _ = jax.scipy.sparse.linalg.gmres(
             lambda v: jax.jvp(grad, (x,), (v,))[1], g, restart=min(k, 30), maxiter=2
         )
@@ -139,8 +144,8 @@ def _solve_one(phi, y, x0, *, iterations):
         def body(_, state):
             x, e = state
             g = grad(x) - y
-            s = direction(x, g)
-            s = jnp.where(jnp.all(jnp.isfinite(s)) & (jnp.dot(s, g) > 0), s, g)  # else gradient
+            s = direction(x, g, merit is residual)
+            s = jnp.where(jnp.all(jnp.isfinite(s)), s, g)
             trials = x[None, :] - lengths[:, None] * s[None, :]
             es = jax.vmap(merit)(trials)
             best = jnp.argmin(es)

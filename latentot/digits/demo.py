@@ -383,16 +383,16 @@ def plot_interpolations(
     ax = nfig.subplots(1, 1)
     if "norms" in latents:
         ref = float(latents["prior_norm"])
-        # Distinct line styles and markers: the matched and SLERP curves lie on top of each other.
-        styles = itertools.cycle([("-", "o"), ("--", "^"), (":", "s")])
-        for m, label, (ls, mk) in zip(methods, labels, styles, strict=False):
-            ax.plot(ts, np.asarray(latents["norms"][m]) / ref, ls=ls, marker=mk, ms=4, label=label)
-        ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="prior samples")
-        ax.set_xlabel("t")
-        ax.set_ylabel("mean ‖z_t‖ / mean ‖z‖ of prior samples")
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.legend(fontsize="small")
+        values = {m: np.asarray(latents["norms"][m]) / ref for m in methods}
+        _profile(
+            ax, ts, values, labels, 1.0, "prior samples", "mean ‖z_t‖ / mean ‖z‖ of prior samples"
+        )
         ax.set_title("latent norm along the path", fontsize=10)
+    elif "confidence" in latents:
+        values = {m: np.asarray(latents["confidence"][m]) for m in methods}
+        ref = float(latents["reference_confidence"])
+        _profile(ax, ts, values, labels, ref, "held-out digits", "mean classifier confidence")
+        ax.set_title("decoded path: classifier confidence", fontsize=10)
     else:
         ax.set_axis_off()
     gaxes = gfig.subplots(1, len(methods), squeeze=False)[0]
@@ -403,6 +403,19 @@ def plot_interpolations(
     gfig.suptitle(grid_caption, fontsize=10)
     fig.suptitle(title, fontsize=12)
     return fig
+
+
+def _profile(ax, ts, values, labels, reference, reference_label, ylabel):
+    """One curve per method along t, and a dashed reference line."""
+    # Distinct line styles and markers: the matched and SLERP curves may lie on top of each other.
+    styles = itertools.cycle([("-", "o"), ("--", "^"), (":", "s")])
+    for v, label, (ls, mk) in zip(values.values(), labels, styles, strict=False):
+        ax.plot(ts, v, ls=ls, marker=mk, ms=4, label=label)
+    ax.axhline(reference, color="gray", lw=0.8, ls="--", label=reference_label)
+    ax.set_xlabel("t")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.legend(fontsize="small")
 
 
 def plot_midpoints(generator: Any, prior: Any, rng: jax.Array, *, n: int = 18, ncols: int = 6):
@@ -770,7 +783,13 @@ def plot_real_interpolation(liu: experiments.LiuModels, real: experiments.RealIn
         "slerp": mean + _slerp_grid(corners - mean, n),
         "matched": matched_grid(liu.sampler, corners, n),
     }
-    latents = {"t": real.t, "strips": real.strips, "grids": grids}
+    latents = {
+        "t": real.t,
+        "strips": real.strips,
+        "grids": grids,
+        "confidence": real.confidence,
+        "reference_confidence": real.rows[experiments.REFERENCE_ROW]["confidence"],
+    }
     return plot_interpolations(
         liu.autoencoder,
         latents,

@@ -447,6 +447,8 @@ class RealInterpolation:
         converged: fraction of the endpoint codes whose preimage under the AE-OT map was found
             within the tolerance (:meth:`latentot.aeot.Sampler.inverse_transport`).
         strips: ``{method: [pairs, steps, d]}`` codes of a few paths, for the figure.
+        confidence: ``{method: [steps]}`` the classifier's mean confidence on the decoded paths
+            of the first :data:`PROFILE_PAIRS` pairs, along t.
         corners: ``[4, d]`` codes of four held-out digits of different classes (a grid's).
         mean: ``[d]`` the training codes' mean (SLERP's centre).
         t: ``[steps]``.
@@ -455,6 +457,7 @@ class RealInterpolation:
     rows: Mapping[str, Mapping[str, float]]
     converged: float
     strips: Mapping[str, Any]
+    confidence: Mapping[str, Any]
     corners: Any
     mean: Any
     t: Any
@@ -471,7 +474,17 @@ class RealInterpolation:
 
     def as_dict(self) -> dict[str, Any]:
         """The rows and the converged fraction (JSON-ready)."""
-        return {"rows": {k: dict(v) for k, v in self.rows.items()}, "converged": self.converged}
+        return {
+            "rows": {k: dict(v) for k, v in self.rows.items()},
+            "converged": self.converged,
+            "confidence": {k: [float(c) for c in v] for k, v in self.confidence.items()},
+            "t": [float(t) for t in self.t],
+        }
+
+
+#: :func:`real_interpolation` follows the classifier's confidence along the whole paths of this
+#: many pairs (the figure's bottom-left panel).
+PROFILE_PAIRS = 64
 
 
 def _code_paths(sampler, mean, y0, y1, t):
@@ -533,9 +546,14 @@ def real_interpolation(
     for m in REAL_METHODS:
         rows[names[m]] = row(ae.decode(mids[m]))
     t = jnp.linspace(0.0, 1.0, steps, dtype=jnp.float32)
-    strips = {
-        m: jnp.swapaxes(v, 0, 1)
-        for m, v in _code_paths(sampler, mean, y0[:pairs], y1[:pairs], t).items()
+    many = max(pairs, min(n, PROFILE_PAIRS))
+    paths = _code_paths(sampler, mean, y0[:many], y1[:many], t)  # {m: [steps, many, d]}
+    strips = {m: jnp.swapaxes(v[:, :pairs], 0, 1) for m, v in paths.items()}
+    confidence = {
+        m: np.max(scorer.probabilities(ae.decode(v.reshape(-1, v.shape[-1]))), axis=-1)
+        .reshape(steps, -1)
+        .mean(axis=-1)
+        for m, v in paths.items()
     }
     first = [int(np.flatnonzero(labels == c)[0]) for c in gen.permutation(10)[:4]]
     corners = ae.encode(x[np.asarray(first)])
@@ -543,6 +561,7 @@ def real_interpolation(
         rows=rows,
         converged=float(np.mean(np.asarray(info.converged))),
         strips=strips,
+        confidence=confidence,
         corners=corners,
         mean=mean,
         t=t,

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from latentot.aeot import inverse
 from latentot.aeot.inverse import InverseInfo, InverseNotConvergedError
 from tests import fitted
 
@@ -94,3 +95,22 @@ def test_shapes_jit_vmap_and_errors():
         sampler.inverse_transport(jnp.float32(1.0))
     far = sampler.inverse_transport(jnp.full((2, 4), 1e4, jnp.float32))
     assert np.all(np.isfinite(np.asarray(far)))
+
+
+@pytest.mark.parametrize("dense_max", [256, 0], ids=["dense", "gmres"])
+def test_newton_recovers_a_known_convex_map_dense_and_matrix_free(monkeypatch, dense_max):
+    # φ(x) = ½ xᵀAx + Σ log cosh(x): ∇φ is a known, strictly monotone map with a unique preimage.
+    # With DENSE_JACOBIAN_MAX_DIM = 0 every step goes through GMRES on Jacobian-vector products
+    # (the path of learned blocks above 256 dims), which must find the same preimages.
+    monkeypatch.setattr(inverse, "DENSE_JACOBIAN_MAX_DIM", dense_max)
+    k = 6
+    b = jax.random.normal(jax.random.key(0), (k, k))
+    a = b @ b.T / k + 0.5 * jnp.eye(k)
+
+    def phi(v):
+        return 0.5 * v @ a @ v + jnp.sum(jnp.log(jnp.cosh(3.0 * v))) / 3.0
+
+    z = 2.0 * jax.random.normal(jax.random.key(1), (64, k))
+    y = jax.vmap(jax.grad(phi))(z)
+    x = jax.jit(lambda y: inverse.newton_inverse(phi, y, y, 30))(y)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(z), atol=1e-4)

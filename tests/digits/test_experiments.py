@@ -272,6 +272,12 @@ def test_real_interpolation_table_and_figure(liu, setting, tmp_path):
     assert all(v.shape == (4, 9, d) for v in real.strips.values())
     # Paths start and end at the given codes (matched: up to the round trip of T⁻¹).
     np.testing.assert_allclose(real.strips["matched"][:, 0], real.strips["linear"][:, 0], atol=0.5)
+    # The confidence profile: one value per t, the same at the shared endpoints.
+    assert all(np.shape(v) == (9,) and np.all((v > 0) & (v <= 1)) for v in real.confidence.values())
+    for m in ("slerp", "matched"):
+        np.testing.assert_allclose(
+            real.confidence[m][[0, -1]], real.confidence["linear"][[0, -1]], atol=0.05
+        )
     assert "| AE-OT matched midpoints |" in real.markdown()
     json.dumps(real.as_dict())
     from latentot._io import save_figure
