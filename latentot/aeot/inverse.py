@@ -5,16 +5,24 @@ Method (:meth:`latentot.aeot.Sampler.inverse_transport`):
 * A frame sampler (``method="pursuit"``) is inverted exactly where it is linear or made of
   monotone layers (:meth:`~latentot.aeot.pursuit.Frame.complement_inverse`); only the learned
   k-dimensional block (k ≤ 32) needs an iterative solve.
-* The learned map ``f(x) = x + ∇D(x)`` (the whole map of a plain sampler) is inverted row by
-  row by damped Newton on ``F(x) = f(x) − y``, started from the inverse of the potential's
-  Bures base ``x₀ = A⁻¹(y − b)`` (``x₀ = y`` without a base). Each step solves the
-  Levenberg-Marquardt system ``(JᵀJ + μ I) s = Jᵀ F(x)`` with the Jacobian J of ``f`` by
-  ``jax.jacfwd`` (for a learned dimension up to :data:`DENSE_JACOBIAN_MAX_DIM`; above it
-  ``J s = F(x)`` is solved matrix-free by GMRES on Jacobian-vector products), tries the step
-  lengths 1, ½, …, 2⁻⁷ at once and keeps the best point if it lowers ‖F‖: the residual never
-  grows, and a singular Jacobian (μ > 0) gives no NaN.
-* The potential is a maximum of heads and need not be convex, so ``f`` may be neither
-  injective nor onto: a code between two clusters of the map's image has no exact preimage.
+* The learned map ``f(x) = x + ∇D(x) = ∇φ(x)`` (the whole map of a plain sampler) is inverted
+  row by row by damped Newton on ``F(x) = f(x) − y``. The starts are the inverse of the
+  potential's Bures base ``x₀ = A⁻¹(y − b)`` (``x₀ = y`` without a base) and the fixed prior
+  draws (anchors) whose images lie nearest to the code; every start takes a few screening steps
+  and the two best go on (:func:`newton_inverse`). A step solves the Levenberg-Marquardt system
+  ``(JᵀJ + μ I) s = Jᵀ F(x)``, with J the Hessian of φ by ``jax.jacfwd`` and μ = (10⁻³ × its
+  mean absolute eigenvalue)², through one eigen-decomposition (for a learned dimension up to
+  :data:`DENSE_JACOBIAN_MAX_DIM`; above it ``J s = F(x)`` is solved matrix-free by GMRES on
+  Jacobian-vector products). It is a descent direction of ‖F‖² where φ is not convex, and the
+  Newton step where J is well conditioned. The step lengths 1, ½, …, 2⁻⁷ are tried at once
+  and the best point is kept if it lowers the merit: the residual never grows, and a singular
+  Jacobian gives no NaN. From each kept start the full solve follows two paths and keeps the
+  better: half its steps on ψ(x) = φ(x) − ⟨x, y⟩ (the convex conjugate's objective,
+  continuous across the cells of a maximum of heads; the Hessian shifted to positive definite)
+  and half on the residual, or all on the residual.
+* The potential need not be convex, so ``f`` may be neither injective nor onto: with a hard
+  maximum of heads (``temperature = 0``) a code in the gap between two cells' images, and with
+  any potential a code far outside the codes, has no exact preimage.
   Newton then stops at the point of smallest residual it found, and the result says so:
   ``return_info=True`` gives the per-row residual ``‖T(x) − y‖ / √d`` (measured with the
   forward map itself) and a ``converged`` mask, ``residual ≤ rtol · s`` with s the codes'
@@ -84,29 +92,47 @@ class InverseInfo:
         )
 
 
-def newton_inverse(phi, y: jax.Array, starts: jax.Array, iterations: int) -> jax.Array:
-    """Solves ``∇φ(x) = y`` row by row by damped Newton from each start; the best one wins.
+def newton_inverse(
+    phi, y: jax.Array, starts: jax.Array, iterations: int, *, keep: int = 2, screen: int = 6
+) -> jax.Array:
+    """Solves ``∇φ(x) = y`` row by row by damped Newton from many starts; the best one wins.
+
+    With more than ``keep`` starts, every start first takes ``screen`` Levenberg-Marquardt steps
+    on the residual, and only the ``keep`` best of each row go on to the full solve
+    (``iterations`` steps): a non-convex φ has residual minima that are not preimages, and a
+    start in the right basin is what finds the preimage, so it pays to try many cheaply.
 
     Args:
       phi: the potential of one point, ``[k] → []`` (the map is its gradient).
       y: targets ``[n, k]``.
       starts: starting points ``[S, n, k]`` (or ``[n, k]``).
-      iterations: Newton steps (static).
+      iterations: Newton steps of the full solve (static).
+      keep: starts per row that get the full solve (static).
+      screen: steps of the screening (static).
 
     Returns:
-      ``[n, k]``: per row, the point of smallest residual ``‖∇φ(x) − y‖`` over the starts.
+      ``[n, k]``: per row, the point of smallest residual ``‖∇φ(x) − y‖`` found.
     """
     starts = starts[None] if starts.ndim == 2 else starts
-    solve = jax.vmap(functools.partial(_solve_one, phi, iterations=iterations))
-    xs = jax.vmap(solve, in_axes=(None, 0))(y, starts)  # [S, n, k]
     grad = jax.vmap(jax.vmap(jax.grad(phi)))
-    r = jnp.sum((grad(xs) - y[None]) ** 2, axis=-1)  # [S, n]
-    r = jnp.where(jnp.isfinite(r), r, jnp.inf)
-    best = jnp.argmin(r, axis=0)  # [n]
-    return jnp.take_along_axis(xs, best[None, :, None], axis=0)[0]
+
+    def best(xs, count):  # the `count` points of smallest residual per row: [count, n, k]
+        r = jnp.sum((grad(xs) - y[None]) ** 2, axis=-1)  # [S, n]
+        r = jnp.where(jnp.isfinite(r), r, jnp.inf)
+        order = jnp.argsort(r, axis=0)[:count]  # [count, n]
+        return jnp.take_along_axis(xs, order[:, :, None], axis=0)
+
+    def run(fn, xs):
+        return jax.vmap(jax.vmap(fn), in_axes=(None, 0))(y, xs)
+
+    if starts.shape[0] > keep:
+        screened = run(functools.partial(_solve_one, phi, iterations=screen, screen=True), starts)
+        starts = best(screened, keep)
+    xs = run(functools.partial(_solve_one, phi, iterations=iterations, screen=False), starts)
+    return best(xs, 1)[0]
 
 
-def _solve_one(phi, y, x0, *, iterations):
+def _solve_one(phi, y, x0, *, iterations, screen):
     k = y.shape[-1]
     lengths = jnp.asarray(_STEP_LENGTHS, y.dtype)
     grad = jax.grad(phi)
@@ -158,6 +184,8 @@ def _solve_one(phi, y, x0, *, iterations):
     # between the map's cells), then the residual (a non-convex φ has minima of ψ that are not
     # preimages; the residual's own minima are), and the residual from the start point too;
     # the smaller residual wins.
+    if screen:
+        return descend(residual, x0, iterations)
     first = iterations // 2
     x1 = descend(residual, descend(conjugate_gap, x0, first), iterations - first)
     x2 = descend(residual, x0, iterations - first)

@@ -139,8 +139,9 @@ class Sampler:
         """Maps codes back to noise, ``T⁻¹``: ``[..., d] → [..., d]`` (a single code ``[d]`` too).
 
         The frame's linear and layer parts are inverted exactly; the learned map ``x + ∇D(x)``
-        (the whole map without a frame) by damped Newton from the inverse of its Bures base,
-        ``iterations`` steps (see :mod:`latentot.aeot.inverse`). Jittable and vmappable; the
+        (the whole map without a frame) by damped Newton from the inverse of its Bures base and
+        from the prior draws whose images lie nearest, ``iterations`` steps (see
+        :mod:`latentot.aeot.inverse`). Jittable and vmappable; the
         result is finite for finite codes.
 
         The potential need not be convex, so a code may have no exact preimage (between the
@@ -249,13 +250,18 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
     return x.reshape(y.shape), info
 
 
-#: Anchor noise points of the inverse's global start (their images are matched to the codes).
-INVERSE_ANCHORS = 2048
+#: Anchor noise points of the inverse's starts (their images are matched to the codes).
+INVERSE_ANCHORS = 4096
+
+#: The inverse starts from the anchors whose images lie nearest to each code, this many, and
+#: from the inverse Bures map; a short screening keeps the best two (see
+#: :func:`~latentot.aeot.inverse.newton_inverse`).
+INVERSE_STARTS = 16
 
 
 def _invert_learned(sampler: Sampler, y: jax.Array, iterations: int) -> jax.Array:
-    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]``, from three starts: the inverse Bures map
-    and the two anchors (fixed prior draws) whose images lie nearest to each code."""
+    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]``, from the inverse Bures map and the
+    :data:`INVERSE_STARTS` anchors (fixed prior draws) whose images lie nearest to each code."""
     model = sampler.model
     k = y.shape[-1]
     x0 = y
@@ -271,8 +277,8 @@ def _invert_learned(sampler: Sampler, y: jax.Array, iterations: int) -> jax.Arra
         - 2.0 * y @ images.T
         + jnp.sum(images * images, axis=-1)[None, :]
     )
-    _, nearest = jax.lax.top_k(-dist, 2)  # [n, 2]
-    starts = jnp.concatenate([x0[None], jnp.moveaxis(anchors[nearest], 1, 0)])  # [3, n, k]
+    _, nearest = jax.lax.top_k(-dist, INVERSE_STARTS)  # [n, S]
+    starts = jnp.concatenate([x0[None], jnp.moveaxis(anchors[nearest], 1, 0)])  # [S + 1, n, k]
 
     def phi(v):  # the map x + ∇D(x) is ∇φ
         return 0.5 * jnp.sum(v * v) + model(v).astype(v.dtype)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from latentot.aeot import inverse
+from latentot import Gaussian, aeot
+from latentot.aeot import inverse, train
 from latentot.aeot.inverse import InverseInfo, InverseNotConvergedError
 from tests import fitted
 
@@ -17,32 +18,40 @@ def _std(y):
     return float(jnp.sqrt(jnp.mean(jnp.var(y, axis=0))))
 
 
-def _round_trip(sampler, y):
+def _contract(sampler, y, scale):
+    """The fraction of rows whose round trip ‖T(T⁻¹(y)) − y‖ / √d is within 1% of ``scale``."""
     x, info = sampler.inverse_transport(y, return_info=True)
-    err = np.asarray(jnp.sqrt(jnp.mean((sampler.transport(x) - y) ** 2, axis=-1))) / _std(y)
+    err = np.asarray(jnp.sqrt(jnp.mean((sampler.transport(x) - y) ** 2, axis=-1))) / scale
     assert np.all(np.isfinite(np.asarray(x)))
     # The info is the truth: a row is flagged exactly when its round trip is off.
-    np.testing.assert_allclose(np.asarray(info.residual) / _std(y), err, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(info.residual) / scale, err, rtol=1e-3, atol=1e-6)
     assert np.array_equal(np.asarray(info.converged), np.asarray(info.residual) <= info.tolerance)
-    return x, err, info
+    return float(np.mean(err <= 1e-2)), x, info
 
 
-@pytest.mark.slow  # minutes of fitting and Newton on 2 cores: run with -m slow
-def test_own_samples_round_trip_within_one_percent_of_the_codes_std():
-    sampler = fitted.clusters()[0]
-    own = sampler.sample(jax.random.key(5), 2000)
-    _, err, _ = _round_trip(sampler, own)
-    assert np.quantile(err, 0.95) <= 1e-2, np.quantile(err, [0.5, 0.95, 0.99])
+def test_round_trip_contract_and_the_known_preimage():
+    # Issue 21: T(T⁻¹(y)) within 1e-2 of the codes' std for 95% of training codes and of the
+    # sampler's own samples (256 of each here, one compilation; all 2000 codes in the slow
+    # test below). The training codes' true preimages are known (the pair's optimal map): the
+    # inverse must find them better than the inverse of the codes' Gaussian (Bures) map does.
+    sampler, x, y, _ = fitted.clusters()
+    x, codes = x[:256], y[:256]
+    within, z, _ = _contract(sampler, codes, _std(y))
+    assert within >= 0.95, within
+    a, b = aeot.bures_map(y, Gaussian())
+    linear = jnp.linalg.solve(a.T, (codes - b).T).T  # the inverse of x ↦ x a + b
+    err = np.median(np.linalg.norm(np.asarray(z - x), axis=-1))
+    control = np.median(np.linalg.norm(np.asarray(linear - x), axis=-1))
+    assert err < 0.75 * control, (err, control)
+    within, _, _ = _contract(sampler, sampler.sample(jax.random.key(5), 256), _std(y))
+    assert within >= 0.95, within
 
 
-@pytest.mark.slow  # 45 s on 2 cores (Newton on all 2000 training codes): run with -m slow
-def test_training_codes_round_trip_and_the_rest_is_flagged():
+@pytest.mark.slow  # a minute on 2 cores (Newton on all 2000 training codes): run with -m slow
+def test_all_training_codes_round_trip_and_the_rest_is_flagged():
     sampler, _, y, _ = fitted.clusters()
-    _, err, info = _round_trip(sampler, y)
-    # A short fit leaves gaps in the map's image where some training codes lie: the median
-    # round trip is tight, and every code off by more than the tolerance is flagged.
-    assert np.median(err) <= 1e-2, np.quantile(err, [0.5, 0.95])
-    assert np.quantile(err, 0.95) <= 0.2, np.quantile(err, [0.5, 0.95])
+    within, _, info = _contract(sampler, y, _std(y))
+    assert within >= 0.95, within
     if not np.all(np.asarray(info.converged)):
         with pytest.raises(InverseNotConvergedError, match="did not converge"):
             info.check()
@@ -55,27 +64,31 @@ def test_unconverged_codes_are_flagged_and_check_raises():
     InverseInfo(jnp.asarray([0.0]), jnp.asarray([True]), jnp.asarray(0.1)).check()
 
 
-def test_recovers_the_known_preimage_better_than_the_inverse_linear_map():
-    sampler, x, y, _ = fitted.clusters()
-    z = sampler.inverse_transport(y)
-    m = sampler.model
-    linear = jnp.linalg.solve(m.base_matrix[...], (y - m.base_shift[...]).T).T
-    err = np.median(np.linalg.norm(np.asarray(z - x), axis=-1))
-    control = np.median(np.linalg.norm(np.asarray(linear - x), axis=-1))
-    assert err < 0.75 * control, (err, control)
-
-
 @pytest.mark.slow  # minutes of fitting and Newton on 2 cores: run with -m slow
 def test_frame_sampler_inverts_the_complement_exactly_and_the_block_by_newton():
     sampler, _, y, _ = fitted.subspace()
     assert sampler.frame is not None and sampler.k >= 2
     own = sampler.sample(jax.random.key(5), 1000)
-    _, err, _ = _round_trip(sampler, own)
-    assert np.quantile(err, 0.95) <= 1e-2, np.quantile(err, [0.5, 0.95])
+    within, _, _ = _contract(sampler, own, _std(y))
+    assert within >= 0.95, within
     z = sampler.inverse_transport(y[:1000])
     q = sampler.frame.basis  # the complement is exact up to float32 rounding
     comp = np.asarray(sampler.transport(z) - y[:1000]) @ np.asarray(q[:, sampler.k :])
     assert np.max(np.abs(comp)) < 1e-3 * _std(y)
+
+
+def test_boxed_sampler_inverts_through_the_box():
+    # fit(bounds=...) squashes the map into a box by a sigmoid: the inverse takes the logits
+    # first. Codes outside the box have no preimage: finite and flagged.
+    sampler, _, y, _ = fitted.clusters()
+    low, high = jnp.min(y, axis=0) - 1.0, jnp.max(y, axis=0) + 1.0
+    boxed = train._with(sampler, bounds=(low, high))
+    own = boxed.sample(jax.random.key(6), 254)
+    rows = jnp.concatenate([own, jnp.stack([high + 1.0, low - 1.0])])  # one compilation
+    x, info = boxed.inverse_transport(rows, return_info=True)
+    err = np.asarray(jnp.sqrt(jnp.mean((boxed.transport(x[:-2]) - own) ** 2, axis=-1)))
+    assert np.mean(err <= 1e-2 * _std(own)) >= 0.95, np.quantile(err / _std(own), [0.5, 0.95])
+    assert np.all(np.isfinite(np.asarray(x))) and not np.any(np.asarray(info.converged[-2:]))
 
 
 def test_shapes_jit_vmap_and_errors():
@@ -93,7 +106,7 @@ def test_shapes_jit_vmap_and_errors():
         sampler.inverse_transport(y[:, :3])
     with pytest.raises(ValueError, match="rank"):
         sampler.inverse_transport(jnp.float32(1.0))
-    far = sampler.inverse_transport(jnp.full((2, 4), 1e4, jnp.float32))
+    far = sampler.inverse_transport(jnp.full((2, 3, 4), 1e4, jnp.float32))  # compiled above
     assert np.all(np.isfinite(np.asarray(far)))
 
 

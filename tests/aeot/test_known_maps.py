@@ -68,10 +68,11 @@ def _known_map_errors(kind, d, n=4096, pair_seed=None, **fit_kwargs):
 
 @pytest.mark.heavy
 def test_known_map_d8_beats_identity_and_linear():
-    """Clusters in d = 8, 150 steps at m = 256: L2-UVP at most half the linear map's and a
-    fifth of the identity's (measured: identity 40.4, linear 13.4, AE-OT 3.8; 4.6 without the
-    debiased method's shared quadratic)."""
-    e = _known_map_errors("clusters", 8, steps=150, batch_size=256)
+    """Clusters in d = 8, 500 steps at m = 256: L2-UVP at most half the linear map's and a
+    fifth of the identity's (measured: identity 40.4, linear 13.4, AE-OT 3.99). The softplus
+    potential (``DEBIASED_ACTIVATION``) needs these steps: at 150 it measured 12.3, where ReLU
+    units measured 3.8 (and 4.6 without the debiased method's shared quadratic)."""
+    e = _known_map_errors("clusters", 8, steps=500, batch_size=256)
     assert e["aeot"] <= 0.5 * e["linear"]
     assert e["aeot"] <= 0.2 * e["identity"]
 
