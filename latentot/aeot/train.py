@@ -62,22 +62,17 @@ AUTO_PURSUIT_MIN_DIM = 33
 
 #: The debiased method's potential (and so the learned block of ``method="pursuit"``) uses
 #: softplus units. The gradient of a ReLU network is piecewise constant, so ``x + ∇D(x)``
-#: jumps across every hyperplane of every unit (jumps of 0.3 of the codes' std within 0.01 of
-#: noise on the digits codes at d = 8): its image has cracks everywhere and Newton cannot
-#: invert it (issue 21: 15% of a sampler's own samples round-tripped). Softplus makes the map
-#: smooth inside each head's cell, and it fits better: L2-UVP on the known maps at 1000 steps
-#: fell by up to 3× at d = 16 and 64. Sharper units, softplus(βx) / β, learn faster in the
-#: first hundred steps but leave training codes out of the map's image again (digits codes,
-#: d = 32: 93% of them round-tripped at β = 1, 70% at β = 2, 54% at β = 4). Measurements in
-#: ``benchmarks/README.md``.
+#: jumps across every hyperplane of every unit: its image has cracks everywhere and Newton
+#: cannot invert it (issue 21). Softplus makes the map smooth inside each head's cell. Sharper
+#: units, softplus(βx) / β, learn faster in the first hundred steps but leave training codes
+#: out of the map's image again. Measurements in ``benchmarks/README.md``.
 DEBIASED_ACTIVATION = "softplus"
 
 #: The debiased method's heads are combined by a log-sum-exp of this width (in units of
 #: ``D / output_scale``, i.e. of the codes' spread) instead of a hard maximum: with a hard
 #: maximum the map jumps wherever two heads meet, also where the codes are not separated, and
-#: the training codes in those jumps' gaps are in no cell's image (38% of the digits codes at
-#: d = 8 for one fit, 20% at d = 32: no noise maps within 1% of their std). The width is small
-#: enough to keep the jumps that separate clusters (``benchmarks/README.md``).
+#: the training codes in those jumps' gaps are in no cell's image. The width is small enough to
+#: keep the jumps that separate clusters (``benchmarks/README.md``).
 DEBIASED_TEMPERATURE = 0.02
 
 #: Each method's defaults: LP ``batch_size``, ``penalty``, the parameter average's
