@@ -275,16 +275,7 @@ def find_frame(
     rng = np.random.default_rng(seed)
     sub = codes_fit[np.sort(rng.choice(rows, min(n, sample), replace=False))] - mean
     val = np.asarray(codes_val, np.float64) - mean
-    # k: the largest eigenvalue ratio among the first k_max, if it is a gap.
-    kk = min(k_max, d - 1)
-    k, gap = 0, 1.0
-    if kk >= 1:  # the last gap among the first k_max eigenvalues: every spike above the bulk
-        ratios = lam[:kk] / lam[1 : kk + 1]
-        gaps = np.flatnonzero(ratios >= gap_ratio)
-        i = int(gaps[-1]) if len(gaps) else int(np.argmax(ratios))
-        gap = float(ratios[i])
-        if gap >= gap_ratio and i + 1 >= 2:
-            k = i + 1
+    k, gap = _spectral_gap(lam, k_max, gap_ratio)
     spikes, spike_gap = _spikes(lam, len(every), k_max)
     if spikes > k:
         k, gap = spikes, spike_gap
@@ -318,6 +309,31 @@ def find_frame(
     )
     report = FrameReport(k, gap, m, info)
     return frame, report
+
+
+def _spectral_gap(lam, k_max, gap_ratio):
+    """The gap rule of :func:`find_frame`: ``(k, gap)``.
+
+    k is the last index i ≤ ``k_max`` with λᵢ / λᵢ₊₁ ≥ ``gap_ratio`` among the eigenvalues
+    above the bulk (λᵢ₊₁ at least the median of those that are not rounding noise): every spike
+    above the bulk. The small end of a spectrum (eigenvalues below the median, where ratios of
+    small numbers are large and noisy) is never a gap. k = 1 gives 0 (a one-dimensional block's
+    optimal map is its monotone rearrangement, which the layers compute exactly). ``gap`` is the
+    ratio at k, or the largest ratio of the eligible ones when there is no gap (1.0 if none is).
+    """
+    live = lam[lam > lam[0] * RANK_RTOL]
+    kk = min(k_max, len(live) - 1)
+    if kk < 1:
+        return 0, 1.0
+    ratios = live[:kk] / live[1 : kk + 1]
+    eligible = live[1 : kk + 1] >= np.median(live)
+    if not eligible.any():
+        return 0, 1.0
+    gaps = np.flatnonzero(eligible & (ratios >= gap_ratio))
+    if len(gaps):
+        i = int(gaps[-1])
+        return (i + 1 if i + 1 >= 2 else 0), float(ratios[i])
+    return 0, float(np.max(ratios[eligible]))
 
 
 #: A spike of :func:`_spikes` is an eigenvalue above this multiple of the bulk's

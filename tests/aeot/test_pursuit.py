@@ -159,3 +159,18 @@ def test_spikes_over_a_flat_bulk_without_a_gap_of_three():
     assert pursuit._spikes(sample, n, 32)[0] == 7
     decay = np.arange(1, d + 1, dtype=float) ** -1.5  # natural images' power law
     assert pursuit._spikes(decay, n, 32)[0] == 0
+
+
+def test_the_small_end_of_a_spectrum_is_never_a_gap():
+    """Laplace sources through a random mixing matrix: the spectrum decays to ratios of 3.6 and
+    3.2 among its smallest eigenvalues (below the bulk's median). The gap rule must give k = 0
+    from the spectrum alone, not leave it to a normality test of a 32-dimensional block; a
+    real gap above the bulk (8 spikes) is still found."""
+    rng = np.random.default_rng(4)
+    d = 34
+    codes = rng.laplace(size=(4000, d)) @ rng.standard_normal((d, d)) / 6.0
+    lam = np.linalg.eigvalsh(np.cov(codes, rowvar=False))[::-1]
+    assert np.max(lam[25:-1] / lam[26:]) > 3.0  # the control: large ratios at the small end
+    assert pursuit._spectral_gap(lam, 32, 3.0)[0] == 0
+    spiked = np.concatenate([np.linspace(40.0, 20.0, 8), lam[8:]])
+    assert pursuit._spectral_gap(spiked, 32, 3.0)[0] == 8
