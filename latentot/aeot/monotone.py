@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-__all__ = ["MonotoneMap", "identity_map", "quantile_map"]
+__all__ = ["MonotoneMap", "identity_map", "quantile_map", "strictly_increasing"]
 
 #: Segments averaged for the slope of the linear extrapolation beyond the outer knots.
 TAIL_KNOTS = 4
@@ -78,7 +78,7 @@ def _interp(u, xp, fp, lo, hi):
     return jax.vmap(one, in_axes=(1, 0, 0, 0, 0), out_axes=1)(flat, xp, fp, lo, hi).reshape(u.shape)
 
 
-def _increasing(q: np.ndarray) -> np.ndarray:
+def strictly_increasing(q: np.ndarray) -> np.ndarray:
     """Rows made strictly increasing (ties, e.g. of quantised data, spread by a tiny ramp)."""
     q = np.maximum.accumulate(q, axis=-1)
     span = np.maximum(q[..., -1:] - q[..., :1], 1e-30)
@@ -109,11 +109,11 @@ def quantile_map(target: np.ndarray, source: np.ndarray | None = None, knots: in
     n = target.shape[0] if source is None else min(target.shape[0], len(source))
     z = gaussian_knots(n, knots)
     levels = special.ndtr(z)
-    y = _increasing(np.quantile(target, levels, axis=0).T)
+    y = strictly_increasing(np.quantile(target, levels, axis=0).T)
     if source is None:
         x = np.broadcast_to(z, y.shape)
     else:
-        x = _increasing(np.quantile(np.asarray(source, np.float64), levels, axis=0).T)
+        x = strictly_increasing(np.quantile(np.asarray(source, np.float64), levels, axis=0).T)
     return MonotoneMap(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
 
 

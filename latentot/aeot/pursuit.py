@@ -16,7 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from latentot.aeot.monotone import MonotoneMap, gaussian_knots, quantile_map
+from latentot.aeot.monotone import (
+    MonotoneMap,
+    gaussian_knots,
+    quantile_map,
+    strictly_increasing,
+)
 
 __all__ = ["Frame", "fast_ica", "find_frame", "ks_normal"]
 
@@ -43,7 +48,9 @@ class MarginalLayer:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class RadialLayer:
-    """``z ↦ z ρ(‖z‖) / ‖z‖`` with ρ increasing (noise → codes)."""
+    """``z ↦ z ρ(‖z‖) / ‖z‖`` with ρ increasing and ρ(0) = 0 (noise → codes): the gradient of
+    the convex function ``∫₀^‖z‖ ρ``, injective on the whole space (its first knot is the
+    origin, so no radius is mapped through it)."""
 
     radius: MonotoneMap
     dim: int = dataclasses.field(metadata={"static": True})
@@ -79,11 +86,16 @@ class LinearLayer:
 @dataclasses.dataclass(frozen=True)
 class AffineLayer:
     """``y ↦ y S + c`` with S ``[k, k]`` symmetric positive definite (the learned block's
-    moment correction, :func:`moment_correction`)."""
+    moment correction, :func:`moment_correction`, and the complement's re-whitening about the
+    stage's mean, :func:`_whitening_layer`)."""
 
     matrix: jax.Array
     inverse_matrix: jax.Array
     shift: jax.Array
+
+    @property
+    def forward_dim(self) -> int:
+        return self.matrix.shape[0]
 
     def forward(self, y, inverse=False):
         if inverse:
@@ -266,9 +278,7 @@ def find_frame(
     codes_fit = np.asarray(codes_fit)
     rows = np.arange(codes_fit.shape[0]) if fit_rows is None else fit_rows
     n, d = len(rows), codes_fit.shape[1]
-    every = np.arange(codes_fit.shape[0])  # the moments from every code, held-out ones too
-    mean = _mean(codes_fit, every)
-    cov = _covariance(codes_fit, mean, every)
+    mean, cov = moments(codes_fit)  # from every code, held-out ones too
     lam, q = np.linalg.eigh(cov)
     lam, q = lam[::-1], q[:, ::-1]
     lam = np.maximum(lam, lam[0] * 1e-12 + 1e-300)
@@ -276,7 +286,7 @@ def find_frame(
     sub = codes_fit[np.sort(rng.choice(rows, min(n, sample), replace=False))] - mean
     val = np.asarray(codes_val, np.float64) - mean
     k, gap = _spectral_gap(lam, k_max, gap_ratio)
-    spikes, spike_gap = _spikes(lam, len(every), k_max)
+    spikes, spike_gap = _spikes(lam, codes_fit.shape[0], k_max)
     if spikes > k:
         k, gap = spikes, spike_gap
     if k:  # the block must be non-Gaussian somewhere, else it is linear
@@ -365,20 +375,20 @@ def _spikes(lam, n, k_max):
     return (count, gap) if gap >= SPIKE_GAP else (0, 1.0)
 
 
-def _mean(codes, rows, chunk=65536):
-    acc = np.zeros(codes.shape[1])
+def moments(codes, rows=None, chunk=65536):
+    """The mean ``[d]`` and covariance ``[d, d]`` (divided by N) of ``codes[rows]`` ``[N, d]``
+    (default: every row), accumulated in float64 over chunks of rows (no copy of the codes)."""
+    rows = np.arange(codes.shape[0]) if rows is None else rows
+    d = codes.shape[1]
+    acc = np.zeros(d)
     for i in range(0, len(rows), chunk):
         acc += np.sum(codes[rows[i : i + chunk]], axis=0, dtype=np.float64)
-    return acc / len(rows)
-
-
-def _covariance(codes, mean, rows, chunk=65536):
-    d = codes.shape[1]
-    acc = np.zeros((d, d))
+    mean = acc / len(rows)
+    cov = np.zeros((d, d))
     for i in range(0, len(rows), chunk):
         c = np.asarray(codes[rows[i : i + chunk]], np.float64) - mean
-        acc += c.T @ c
-    return acc / len(rows)
+        cov += c.T @ c
+    return mean, cov / len(rows)
 
 
 @functools.partial(jax.jit, static_argnames="inverse")
@@ -420,15 +430,16 @@ def _radial_layer(zs, zv, alpha, knots):
     rs = np.linalg.norm(zs, axis=1)
     z = gaussian_knots(len(rs), knots)
     levels = special.ndtr(z)
-    x = stats.chi(m).ppf(levels)
-    y = np.quantile(rs, levels)
-    from latentot.aeot.monotone import _increasing
-
+    # ρ = F̂_r⁻¹ ∘ F_χ with the knot (0, 0) first: ρ(0) = 0 and ρ increasing from it, so the
+    # layer never sends a small radius through the origin (a linear extrapolation below the
+    # first quantile knot could reach ρ < 0 there).
+    x = np.concatenate([[0.0], stats.chi(m).ppf(levels)])
+    y = np.concatenate([[0.0], np.quantile(rs, levels)])
     layer = RadialLayer(
         dim=m,
         radius=MonotoneMap(
-            jnp.asarray(_increasing(x[None]), jnp.float32),
-            jnp.asarray(_increasing(y[None]), jnp.float32),
+            jnp.asarray(strictly_increasing(x[None]), jnp.float32),
+            jnp.asarray(strictly_increasing(y[None]), jnp.float32),
         ),
     )
     return layer, _to_noise(layer, zs), _to_noise(layer, zv), 1
@@ -458,7 +469,11 @@ def _gaussianise(zs, zv, *, alpha, knots, seed):
 
 
 def _whitening_layer(zs, zv, tol=None):
-    """A symmetric whitening of the stage's codes when their covariance is not I."""
+    """A symmetric whitening about the stage's mean μ when the codes' covariance Σ is not I:
+    ``z ↦ (z − μ) Σ^{-½} + μ`` (codes → noise), stored as the :class:`AffineLayer`
+    ``w ↦ w Σ^{½} + μ − μ Σ^{½}`` (noise → codes), its exact inverse. Returns
+    ``(layer or None, zs, zv)`` with the stage's codes mapped by the same float32 layer that is
+    stored."""
     n = zs.shape[0]
     c = np.cov(zs, rowvar=False)
     lam, v = np.linalg.eigh(c)
@@ -467,13 +482,20 @@ def _whitening_layer(zs, zv, tol=None):
         return None, zs, zv
     half = (v * np.sqrt(lam)) @ v.T
     inv_half = (v / np.sqrt(lam)) @ v.T
-    layer = LinearLayer(jnp.asarray(half, jnp.float32), jnp.asarray(inv_half, jnp.float32))
     mu = zs.mean(0)
-    return layer, (zs - mu) @ inv_half + mu, (zv - mu) @ inv_half + mu
+    layer = AffineLayer(
+        jnp.asarray(half, jnp.float32),
+        jnp.asarray(inv_half, jnp.float32),
+        jnp.asarray(mu - mu @ half, jnp.float32),
+    )
+    return layer, _to_noise(layer, zs), _to_noise(layer, zv)
 
 
 def _covariance_correction(layers, m, rng, n=32768):
-    """Prepends (codes side) a linear layer that gives the pushed noise covariance I."""
+    """Prepends (codes side) a diagonal linear layer that gives the pushed noise unit variance
+    along every coordinate (the diagonal of its covariance, measured on ``n`` prior draws); the
+    off-diagonal covariance is left as the layers made it (each re-whitening makes it I on the
+    fitted codes, not on the pushed noise)."""
     if not layers:
         return layers
     z = jnp.asarray(rng.standard_normal((n, m)), jnp.float32)
@@ -551,6 +573,8 @@ def frame_meta(frame: Frame) -> dict:
             layers.append({"type": "marginal", "knots": int(layer.marginal.x.shape[1])})
         elif isinstance(layer, RadialLayer):
             layers.append({"type": "radial", "knots": int(layer.radius.x.shape[1])})
+        elif isinstance(layer, AffineLayer):
+            layers.append({"type": "affine"})
         else:
             layers.append({"type": "linear"})
     meta = {"dim": frame.dim, "k": frame.k, "active": frame.active, "layers": layers}
@@ -577,6 +601,8 @@ def frame_template(meta: dict) -> Frame:
             layers.append(RadialLayer(MonotoneMap(z(1, knots), z(1, knots)), r))
         elif kind == "linear":
             layers.append(LinearLayer(z(r, r), z(r, r)))
+        elif kind == "affine":
+            layers.append(AffineLayer(z(r, r), z(r, r), z(r)))
         else:
             raise ValueError(f"unknown frame layer type {kind!r}")
     block = AffineLayer(z(k, k), z(k, k), z(k)) if meta.get("block") else None

@@ -178,16 +178,21 @@ def default_potential(method: str, dim: int) -> dict:
 DEFAULT_PENALTY = {method: v["penalty"] for method, v in METHOD_DEFAULTS.items()}
 
 
-def resolve_method(method: str, dim: int) -> str:
-    """The training method that ``method`` means for codes of dimension ``dim``.
+def resolve_method(method: str, dim: int, *, prior: Any = None, mesh: Mesh | None = None) -> str:
+    """The training method that :func:`fit` uses for ``method`` on codes of dimension ``dim``.
 
     Args:
-      method: ``"auto"``, ``"debiased"`` or ``"minibatch"``.
+      method: ``"auto"``, ``"debiased"``, ``"minibatch"`` or ``"pursuit"``.
       dim: the codes' dimension d.
+      prior: the noise prior that ``fit`` gets (``None``: the default ``Gaussian()``).
+      mesh: the ``mesh`` that ``fit`` gets.
 
     Returns:
       ``method`` itself, or for ``"auto"``: ``"minibatch"`` when ``dim <=``
-      :data:`AUTO_MINIBATCH_MAX_DIM`, else ``"debiased"``.
+      :data:`AUTO_MINIBATCH_MAX_DIM`; ``"pursuit"`` when ``dim >=``
+      :data:`AUTO_PURSUIT_MIN_DIM`, the prior is the standard Gaussian and there is no mesh
+      (the frame needs a rotation-invariant prior and fits on one device); else
+      ``"debiased"``.
 
     Raises:
       ValueError: an unknown ``method``.
@@ -195,10 +200,24 @@ def resolve_method(method: str, dim: int) -> str:
     if method == "auto":
         if dim <= AUTO_MINIBATCH_MAX_DIM:
             return "minibatch"
-        return "pursuit" if dim >= AUTO_PURSUIT_MIN_DIM else "debiased"
+        if dim >= AUTO_PURSUIT_MIN_DIM and mesh is None and _is_standard_gaussian(prior):
+            return "pursuit"
+        return "debiased"
     if method not in (*METHODS, "pursuit"):
         raise ValueError(f"method must be one of {('auto', *METHODS, 'pursuit')}, got {method!r}")
     return method
+
+
+def _is_standard_gaussian(prior) -> bool:
+    """``prior`` is ``None`` (the default) or ``Gaussian(0, 1)`` of any dimension."""
+    if prior is None:
+        return True
+    return (
+        isinstance(prior, _priors.Gaussian)
+        and getattr(prior, "dim", None) is None
+        and float(np.asarray(prior.loc)) == 0.0
+        and float(np.asarray(prior.scale)) == 1.0
+    )
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -284,15 +303,24 @@ def fit(
     mesh: Mesh | None = None,
     bounds: tuple | None = None,
 ) -> Sampler:
-    """Trains an AE-OT sampler ``z ↦ z + ∇D(z)`` on latent codes.
+    """Fits an AE-OT sampler, a map T from the prior's noise to the codes, on latent codes.
+
+    The method (:func:`resolve_method` says which ``"auto"`` picks) decides the map's form:
+    ``"minibatch"`` and ``"debiased"`` train a potential D and sample ``z + ∇D(z)``;
+    ``"pursuit"`` maps the codes' non-Gaussian block by a debiased potential and the rest by
+    exact linear and monotone layers (``docs/pursuit.md``). With ``bounds`` every method fits
+    the codes' logits and maps back into the box.
 
     Args:
       rng: PRNG key; it fixes the initialisation, the noise and the code batches.
       codes: latent codes of the dataset ``[N, d]``, finite, not all equal, ``N >= batch_size``.
       prior: noise prior (default ``Gaussian()``); its ``dim``, when set, must equal d.
       method: ``"debiased"``, ``"minibatch"`` (Liu et al.'s Algorithm 1; see
-        :mod:`latentot.aeot.targets`) or ``"auto"`` (default): ``"minibatch"`` for d ≤
-        :data:`AUTO_MINIBATCH_MAX_DIM`, else ``"debiased"`` (:func:`resolve_method`).
+        :mod:`latentot.aeot.targets`), ``"pursuit"`` (:mod:`latentot.aeot.pursuit`; needs
+        the standard Gaussian prior and no mesh) or ``"auto"`` (default): ``"minibatch"`` for
+        d ≤ :data:`AUTO_MINIBATCH_MAX_DIM`, ``"pursuit"`` from d =
+        :data:`AUTO_PURSUIT_MIN_DIM` under the standard Gaussian prior without a mesh, else
+        ``"debiased"`` (:func:`resolve_method`).
       steps: total number of training steps (including those of a resumed run).
       batch_size: LP size m (noise and code points per step, per device with a mesh);
         ``None`` for the method's default (:data:`METHOD_DEFAULTS`: 512 for ``"debiased"``,
@@ -356,92 +384,130 @@ def fit(
       The trained :class:`~latentot.aeot.Sampler`; ``sampler.history`` is a dict of NumPy arrays
       over steps: ``step``, ``loss``, ``value_loss``, ``penalty_loss``, ``map_error``,
       ``grad_norm``, the LP's ``lp_cost``, ``lp_dual_gap``, ``lp_max_violation``,
-      ``lp_converged`` (and ``lp_self_cost`` for ``"debiased"``), and the ``val_…`` arrays.
+      ``lp_converged`` (and ``lp_self_cost`` and ``monotone_moved`` for ``"debiased"``), the
+      ``val_…`` arrays, and for ``"pursuit"`` the frame's ``k``, ``gap`` and ``layers`` (one
+      entry each) with the block's training history when k ≥ 2.
 
     Raises:
       ValueError: invalid arguments or codes (before any training), or a checkpoint that does
         not match (other settings, potential or prior).
       TrainingDivergedError: a non-finite loss; it carries the last good sampler.
     """
-    # The settings that the box and the pursuit frame pass on to the fit of their inner codes.
-    training = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "potential": potential,
-        "optimizer": optimizer,
-        "learning_rate": learning_rate,
-        "lam": lam,
-        "penalty": penalty,
-        "lp": lp,
-        "ema_decay": ema_decay,
-        "callback": callback,
-        "log_every": log_every,
-        "checkpoint_path": checkpoint_path,
-        "checkpoint_every": checkpoint_every,
-        "resume_from": resume_from,
-    }
-    if bounds is not None:
-        return _fit_in_box(
-            rng,
-            codes,
-            bounds,
-            prior=prior,
-            method=method,
-            validation_codes=validation_codes,
-            mesh=mesh,
-            **training,
-        )
-    # ---- validation -------------------------------------------------------------------------
-    prior = _priors.Gaussian() if prior is None else prior
-    for name, value in (("steps", steps), ("log_every", log_every)):
-        _check_positive_int(name, value)
-    if batch_size is not None:
-        _check_positive_int("batch_size", batch_size)
-    if checkpoint_every is not None:
-        _check_positive_int("checkpoint_every", checkpoint_every)
-    for name, value, zero_ok in (("learning_rate", learning_rate, False), ("lam", lam, True)):
-        ok = isinstance(value, (int, float, np.floating)) and math.isfinite(value)
-        if not ok or value < 0 or (value == 0 and not zero_ok):
-            bound = ">= 0" if zero_ok else "> 0"
-            raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    training = _Training.validated(
+        steps=steps,
+        batch_size=batch_size,
+        potential=potential,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        lam=lam,
+        penalty=penalty,
+        lp=lp,
+        ema_decay=ema_decay,
+        callback=callback,
+        log_every=log_every,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+        resume_from=resume_from,
+    )
+    if prior is not None and not callable(getattr(prior, "sample", None)):
+        raise ValueError(f"prior must have a sample(rng, shape, dtype) method, got {prior!r}")
     codes = _as_matrix("codes", codes)
-    requested = method
-    method = resolve_method(method, codes.shape[1])
+    dim = codes.shape[1]
+    method = resolve_method(method, dim, prior=prior, mesh=mesh)
+    if method == "pursuit" and not _is_standard_gaussian(prior):
+        raise ValueError(f'method="pursuit" needs the prior Gaussian(0, 1), got {prior!r}')
+    if method == "pursuit" and mesh is not None:
+        raise ValueError('method="pursuit" does not support mesh=; use method="debiased"')
+    prior = _priors.Gaussian() if prior is None else prior
+
+    # The box: the sampler of the codes' logits, mapped back by the logistic function.
+    box = None if bounds is None else _box(bounds, dim)
+    if box is not None:
+        codes = _to_logits("codes", codes, box)
+        if validation_codes is not None:
+            validation_codes = _to_logits(
+                "validation_codes", _as_matrix("validation_codes", validation_codes), box
+            )
+
     if method == "pursuit":
-        standard = _is_standard_gaussian(prior)
-        if requested == "auto" and (not standard or mesh is not None):
-            method = "debiased"  # the frame needs a rotation-invariant prior and one device
-        elif not standard:
-            raise ValueError(f'method="pursuit" needs the prior Gaussian(0, 1), got {prior!r}')
-        elif mesh is not None:
-            raise ValueError('method="pursuit" does not support mesh=; use method="debiased"')
-        else:
-            return _fit_pursuit(rng, codes, validation_codes=validation_codes, **training)
+        sampler = _fit_pursuit(rng, codes, validation_codes, training)
+    else:
+        sampler = _fit_potential(rng, codes, method, prior, validation_codes, mesh, training)
+    if box is None:
+        return sampler
+    return _with(sampler, bounds=tuple(jnp.asarray(b, codes.dtype) for b in box))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Training:
+    """The trainer loop's settings as ``fit`` got them, validated (method-independent)."""
+
+    steps: int
+    batch_size: int | None
+    potential: Any
+    optimizer: optax.GradientTransformation | None
+    learning_rate: float
+    lam: float
+    penalty: str | None
+    lp: Callable
+    ema_decay: float | None
+    callback: Callable | None
+    log_every: int
+    checkpoint_path: Any
+    checkpoint_every: int | None
+    resume_from: Any
+
+    @classmethod
+    def validated(cls, **kwargs) -> _Training:
+        for name in ("steps", "log_every"):
+            _check_positive_int(name, kwargs[name])
+        for name in ("batch_size", "checkpoint_every"):
+            if kwargs[name] is not None:
+                _check_positive_int(name, kwargs[name])
+        for name, zero_ok in (("learning_rate", False), ("lam", True)):
+            value = kwargs[name]
+            ok = isinstance(value, (int, float, np.floating)) and math.isfinite(value)
+            if not ok or value < 0 or (value == 0 and not zero_ok):
+                bound = ">= 0" if zero_ok else "> 0"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        penalty = kwargs["penalty"]
+        if penalty is not None and penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+        if kwargs["ema_decay"] is not None:
+            check_ema_decay(kwargs["ema_decay"])
+        optimizer = kwargs["optimizer"]
+        if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError(
+                f"optimizer must be an optax.GradientTransformation, got {optimizer!r}"
+            )
+        callback = kwargs["callback"]
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable, got {callback!r}")
+        lp = BatchLPSolver() if kwargs["lp"] is None else kwargs["lp"]
+        if not callable(lp):
+            raise ValueError(f"lp must be callable as lp(x, y), got {lp!r}")
+        potential = kwargs["potential"]
+        if potential is not None and not isinstance(potential, (dict, nnx.Module)):
+            raise ValueError(f"potential must be an nnx.Module, a dict or None, got {potential!r}")
+        return cls(**(kwargs | {"lp": lp}))
+
+
+def _fit_potential(rng, codes, method, prior, validation_codes, mesh, training) -> Sampler:
+    """``"debiased"`` or ``"minibatch"``: trains a potential D on ``codes`` ``[N, d]``
+    (the trainer loop in jitted chunks), then the debiased sampler's moment correction."""
+    t = training
+    batch_size = t.batch_size
     if batch_size is None:
         per_device = codes.shape[0] // (1 if mesh is None else mesh.size)
         batch_size = max(1, min(METHOD_DEFAULTS[method]["batch_size"], per_device))
-    penalty = DEFAULT_PENALTY[method] if penalty is None else penalty
+    penalty = DEFAULT_PENALTY[method] if t.penalty is None else t.penalty
     ema_decay = check_ema_decay(
-        METHOD_DEFAULTS[method]["ema_decay"] if ema_decay is None else ema_decay
+        METHOD_DEFAULTS[method]["ema_decay"] if t.ema_decay is None else t.ema_decay
     )
-    if penalty not in PENALTIES:
-        raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
-    if callback is not None and not callable(callback):
-        raise ValueError(f"callback must be callable, got {callback!r}")
-    lp = BatchLPSolver() if lp is None else lp
-    if not callable(lp):
-        raise ValueError(f"lp must be callable as lp(x, y), got {lp!r}")
-    if not callable(getattr(prior, "sample", None)):
-        raise ValueError(f"prior must have a sample(rng, shape, dtype) method, got {prior!r}")
     codes, spread = _check_codes("codes", codes, batch_size, mesh)
-    dim = codes.shape[1]
     if spread == 0:
-        raise ValueError(
-            "codes are all equal (zero spread): there is no map to learn; a constant sampler "
-            "is lambda rng, n: jnp.broadcast_to(codes[0], (n, d))"
-        )
+        raise ValueError(_ZERO_SPREAD)
+    dim = codes.shape[1]
     pdim = getattr(prior, "dim", None)
     if pdim is not None and pdim != dim:
         raise ValueError(f"prior has dimension {pdim} but the codes have dimension {dim}")
@@ -456,60 +522,73 @@ def fit(
 
     k_init, k_train = jax.random.split(rng)
     k_moment = jax.random.fold_in(rng, 2**31 - 2)
-    module = _build_potential(potential, codes, prior, spread, k_init, method)
+    module = _build_potential(t.potential, codes, prior, spread, k_init, method)
     if getattr(module, "dim", dim) != dim:
         raise ValueError(f"potential has dimension {module.dim}, the codes {dim}")
     settings = {
         "method": method,
-        "steps": int(steps),
+        "steps": int(t.steps),
         "batch_size": int(batch_size),
-        "lam": float(lam),
+        "lam": float(t.lam),
         "penalty": penalty,
         "ema_decay": ema_decay,
-        "lp": repr(lp),
-        "optimizer": "custom" if optimizer is not None else f"default({float(learning_rate)!r})",
+        "lp": repr(t.lp),
+        "optimizer": (
+            "custom" if t.optimizer is not None else f"default({float(t.learning_rate)!r})"
+        ),
     }
+    optimizer = t.optimizer
     if optimizer is None:
         horizon = DEBIASED_SCHEDULE_STEPS if method == "debiased" else None
-        optimizer = default_optimizer(float(learning_rate), int(steps), horizon=horizon)
+        optimizer = default_optimizer(float(t.learning_rate), int(t.steps), horizon=horizon)
     axes = None if mesh is None or mesh.size == 1 else tuple(mesh.axis_names)
     trainer = Trainer(
         graphdef=nnx.graphdef(module),
         optimizer=optimizer,
-        lp=lp,
+        lp=t.lp,
         method=method,
         batch_size=int(batch_size),
-        lam=float(lam),
+        lam=float(t.lam),
         penalty=penalty,
         scale=float(f"{spread:.6g}"),  # (rounded: one device and a mesh agree)
         axes=axes,
         ema_decay=ema_decay,
     )
-
-    # ---- state ------------------------------------------------------------------------------
     state = trainer.init(k_train, module, prior)
     config = getattr(module, "config", None)
     history: dict[str, np.ndarray] = {}
-    if resume_from is not None:
-        state, history = _load_training(resume_from, settings, config, state)
-    start = int(state.step)
-    if checkpoint_every is None:
-        checkpoint_every = log_every
-    chunk = min(log_every, checkpoint_every if checkpoint_path else log_every, steps)
+    if t.resume_from is not None:
+        state, history = _load_training(t.resume_from, settings, config, state)
     if mesh is not None:  # replicated over the mesh, built host-side (works across processes)
         state = _replicate(state, mesh)
+    checkpoint = (t.checkpoint_path, settings, config)
+    state, history = _train_loop(
+        trainer, state, history, codes, validation_codes, mesh, t, checkpoint, k_train
+    )
+    sampler = trainer.sampler(state, history=history, dim=dim)
+    if method == "debiased" and mesh is None:
+        sampler = _moment_corrected(sampler, codes, k_moment)
+    return sampler
 
-    def snapshot(state, hist_lists):
-        hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
-        return trainer.sampler(state, history=hist, dim=dim)
 
-    # ---- loop -------------------------------------------------------------------------------
+def _train_loop(trainer, state, history, codes, validation_codes, mesh, t, checkpoint, key):
+    """Runs the trainer from ``state.step`` to ``t.steps`` in jitted chunks; once a chunk:
+    the divergence check, the held-out metrics, the callback and the checkpoint. Returns
+    ``(state, history)`` with ``history`` a dict of arrays over steps."""
+    path, settings, config = checkpoint
+    steps, log_every = t.steps, t.log_every
+    checkpoint_every = log_every if t.checkpoint_every is None else t.checkpoint_every
+    chunk = min(log_every, checkpoint_every if path else log_every, steps)
     hist_lists: dict[str, list] = {k: [np.asarray(v)] for k, v in history.items()}
-    val_key = jax.random.fold_in(k_train, 2**31 - 1)
-    step = start
+
+    def joined():
+        return {k: np.concatenate(v) for k, v in hist_lists.items()}
+
+    val_key = jax.random.fold_in(key, 2**31 - 1)
+    step = int(state.step)
     while step < steps:
         stop = min((step // chunk + 1) * chunk, steps)
-        if checkpoint_path:
+        if path:
             stop = min(stop, (step // checkpoint_every + 1) * checkpoint_every)
         n = stop - step
         new_state, bad, stats = _run_chunk(trainer, chunk, mesh, state, codes, np.int32(n))
@@ -523,7 +602,8 @@ def fit(
             hist_lists.setdefault(k, []).append(v)
         state = new_state
         if bad >= 0:
-            raise TrainingDivergedError(bad, bad_loss, snapshot(state, hist_lists))
+            sampler = trainer.sampler(state, history=joined(), dim=codes.shape[1])
+            raise TrainingDivergedError(bad, bad_loss, sampler)
         step = stop
         metrics = {k: float(v[-1]) for k, v in stats.items() if k != "step"}
         if validation_codes is not None:
@@ -534,16 +614,12 @@ def fit(
             for k, v in val.items():
                 hist_lists.setdefault(k, []).append(np.asarray([v]))
                 metrics[k] = float(v)
-        if callback is not None:
-            callback(step, metrics)
-        due = checkpoint_path and (step % checkpoint_every == 0 or step == steps)
+        if t.callback is not None:
+            t.callback(step, metrics)
+        due = path and (step % checkpoint_every == 0 or step == steps)
         if due and jax.process_index() == 0:
-            hist = {k: np.concatenate(v) for k, v in hist_lists.items()}
-            _save_training(checkpoint_path, settings, config, state, hist)
-    sampler = snapshot(state, hist_lists)
-    if method == "debiased" and mesh is None:
-        sampler = _moment_corrected(sampler, codes, k_moment)
-    return sampler
+            _save_training(path, settings, config, state, joined())
+    return state, joined()
 
 
 #: Prior draws that measure the learned map's pushed moments (:func:`_moment_corrected`).
@@ -556,9 +632,7 @@ def _moment_corrected(sampler: Sampler, codes, rng) -> Sampler:
     itself when its pushed moments already match the codes'."""
     codes_np = np.asarray(codes)
     dim = codes_np.shape[1]
-    every = np.arange(codes_np.shape[0])
-    mean = _pursuit._mean(codes_np, every)
-    cov = _pursuit._covariance(codes_np, mean, every)
+    mean, cov = _pursuit.moments(codes_np)
     z = sampler.prior.sample(rng, (MOMENT_DRAWS, dim), codes_np.dtype)
     block = _pursuit.moment_correction(sampler.transport(z), mean, cov)
     if block is None:
@@ -593,10 +667,8 @@ def _with(sampler: Sampler, **changes) -> Sampler:
 BOX_MARGIN = 1e-6
 
 
-def _fit_in_box(rng, codes, bounds, *, validation_codes, **settings) -> Sampler:
-    """``fit(bounds=(low, high))``: the sampler of the codes' logits, mapped back into the box."""
-    codes = np.asarray(_as_matrix("codes", codes))
-    dim = codes.shape[1]
+def _box(bounds, dim) -> tuple[np.ndarray, np.ndarray]:
+    """``bounds=(low, high)`` as two float64 ``[d]`` arrays, validated."""
     try:
         low, high = (np.broadcast_to(np.asarray(b, np.float64), (dim,)) for b in bounds)
     except (TypeError, ValueError):
@@ -605,40 +677,28 @@ def _fit_in_box(rng, codes, bounds, *, validation_codes, **settings) -> Sampler:
         ) from None
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
         raise ValueError("bounds: low and high must be finite with low < high")
-
-    def logit(name, y):
-        y = np.asarray(y, np.float64)
-        if np.any(y < low) or np.any(y > high):
-            raise ValueError(f"{name} lie outside bounds=(low, high)")
-        u = np.clip((y - low) / (high - low), BOX_MARGIN, 1.0 - BOX_MARGIN)
-        return (np.log(u) - np.log1p(-u)).astype(codes.dtype)
-
-    if validation_codes is not None:
-        validation_codes = logit(
-            "validation_codes", _as_matrix("validation_codes", validation_codes)
-        )
-    inner = fit(rng, logit("codes", codes), validation_codes=validation_codes, **settings)
-    box = (jnp.asarray(low, codes.dtype), jnp.asarray(high, codes.dtype))
-    return _with(inner, bounds=box)
+    return low, high
 
 
-def _is_standard_gaussian(prior) -> bool:
-    return (
-        isinstance(prior, _priors.Gaussian)
-        and getattr(prior, "dim", None) is None
-        and float(np.asarray(prior.loc)) == 0.0
-        and float(np.asarray(prior.scale)) == 1.0
-    )
+def _to_logits(name, y, box) -> np.ndarray:
+    """``logit((y − low) / (high − low))`` of codes ``[N, d]`` inside the box (in their dtype);
+    codes within :data:`BOX_MARGIN` of a face are moved that far inside."""
+    low, high = box
+    dtype = y.dtype  # (non-floating codes are refused by the fit's own checks)
+    y = np.asarray(y, np.float64)
+    if np.any(y < low) or np.any(y > high):
+        raise ValueError(f"{name} lie outside bounds=(low, high)")
+    u = np.clip((y - low) / (high - low), BOX_MARGIN, 1.0 - BOX_MARGIN)
+    return (np.log(u) - np.log1p(-u)).astype(dtype)
 
 
-def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
+def _fit_pursuit(rng, codes, validation_codes, training: _Training) -> Sampler:
     """``method="pursuit"``: the frame of :func:`~latentot.aeot.pursuit.find_frame`, and the
     ``"debiased"`` method on its k-dimensional block (when k ≥ 2)."""
+    _, spread = _check_codes("codes", codes, training.batch_size or 1, None)
+    if spread == 0:
+        raise ValueError(_ZERO_SPREAD)
     codes_np = np.asarray(codes)
-    if not np.issubdtype(codes_np.dtype, np.floating):
-        raise ValueError(f"codes must be floating point, got dtype {codes_np.dtype}")
-    if not np.all(np.isfinite(codes_np)):
-        raise ValueError("codes contain NaN or inf")
     n, dim = codes_np.shape
     k_split, k_fit = jax.random.split(rng)
     if validation_codes is None:
@@ -647,7 +707,8 @@ def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
         val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         held_out = codes_np[val_idx]
     else:
-        held_out = np.asarray(_as_matrix("validation_codes", validation_codes))
+        held_out, _ = _check_codes("validation_codes", validation_codes, 1, None)
+        held_out = np.asarray(held_out)
         if held_out.shape[1] != dim:
             raise ValueError(
                 f"validation_codes have dimension {held_out.shape[1]}, the codes {dim}"
@@ -667,17 +728,30 @@ def _fit_pursuit(rng, codes, *, validation_codes, **settings) -> Sampler:
     mean = np.asarray(frame.mean, np.float64)
     block = _pursuit.project(codes_np, mean, basis, rows=fit_idx).astype(codes_np.dtype)
     inner_val = _pursuit.project(held_out, mean, basis).astype(codes_np.dtype)
-    if len(inner_val) < 4:
-        inner_val = None
-    if settings.get("batch_size") is not None:  # valid for the N codes; the block has fewer
-        settings["batch_size"] = min(settings["batch_size"], len(block))
-    if settings.get("potential") is None and frame.k <= PURSUIT_BLOCK_CURVATURE_MAX_DIM:
-        settings["potential"] = {"curvature": True}
-    inner = fit(k_fit, block, method="debiased", validation_codes=inner_val, **settings)
+    changes = {}
+    if training.batch_size is not None:  # valid for the N codes; the block has fewer
+        changes["batch_size"] = min(training.batch_size, len(block))
+    if training.potential is None and frame.k <= PURSUIT_BLOCK_CURVATURE_MAX_DIM:
+        changes["potential"] = {"curvature": True}
+    inner = _fit_potential(
+        k_fit,
+        block,
+        "debiased",
+        _priors.Gaussian(),
+        inner_val if len(inner_val) >= 4 else None,
+        None,
+        dataclasses.replace(training, **changes),
+    )
     history = (inner.history or {}) | history
     if inner.frame is not None:  # the inner fit's moment correction, in the block's coordinates
         frame = dataclasses.replace(frame, block=inner.frame.block)
     return Sampler(inner.params, inner.prior, inner.potential_config, history, frame=frame)
+
+
+_ZERO_SPREAD = (
+    "codes are all equal (zero spread): there is no map to learn; a constant sampler "
+    "is lambda rng, n: jnp.broadcast_to(codes[0], (n, d))"
+)
 
 
 def _build_potential(potential, codes, prior, spread, key, method) -> nnx.Module:
