@@ -174,3 +174,97 @@ def test_the_small_end_of_a_spectrum_is_never_a_gap():
     assert pursuit._spectral_gap(lam, 32, 3.0)[0] == 0
     spiked = np.concatenate([np.linspace(40.0, 20.0, 8), lam[8:]])
     assert pursuit._spectral_gap(spiked, 32, 3.0)[0] == 8
+
+
+def _scale_mixture(rng, n, m):
+    """Whitened Gaussian scale-mixture codes (the contrast law of image patches)."""
+    s = np.where(rng.random(n) < 0.5, 0.5, 2.5)[:, None]
+    z = rng.standard_normal((n, m)) * s
+    return z / z.std()
+
+
+def test_radial_layer_starts_at_the_origin_and_is_injective():
+    """On a Gaussian scale mixture the radius map's lowest quantile knot lies far from 0; the
+    map must still give ρ(0) = 0 and ρ ≥ 0 below that knot, so no small-radius point is sent
+    through the origin (ρ < 0 flips its direction; a linear extrapolation below the knot
+    gave ρ(0) = −0.38 on this law)."""
+    rng = np.random.default_rng(0)
+    m = 8
+    zs, zv = _scale_mixture(rng, 20_000, m), _scale_mixture(rng, 5_000, m)
+    layer, _, _, mapped = pursuit._radial_layer(zs, zv, 1e-3, 257)
+    assert mapped == 1
+    rho = layer.radius
+    first = float(rho.x[0, 1])  # the first quantile knot (after the origin)
+    assert first > 0.5  # the control: a chi(8) quantile away from the origin
+    r = jnp.linspace(0.0, first, 50)[:, None]
+    values = np.asarray(rho(r))[:, 0]
+    assert values[0] == 0.0 and np.all(np.diff(values) > 0)
+    # Points near the origin keep their direction, and the layer inverts there.
+    z = jnp.asarray(rng.standard_normal((64, m)) * 1e-2, jnp.float32)
+    out = layer.forward(z)
+    cos = np.sum(np.asarray(out) * np.asarray(z), 1) / (
+        np.linalg.norm(np.asarray(out), axis=1) * np.linalg.norm(np.asarray(z), axis=1)
+    )
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer.forward(out, inverse=True)), z, atol=1e-6)
+
+
+def test_whitening_layer_stores_the_map_it_applies():
+    """The stage's codes (mean 0.3, covariance far from I) are whitened about their mean; the
+    stored layer's inverse (codes → noise) must reproduce the returned codes, and its forward
+    map them back, exactly in float32."""
+    rng = np.random.default_rng(1)
+    m = 6
+    a = rng.standard_normal((m, m)) * 0.5 + np.eye(m)
+    zs = rng.standard_normal((4000, m)) @ a + 0.3
+    zv = rng.standard_normal((1000, m)) @ a + 0.3
+    layer, ws, _ = pursuit._whitening_layer(zs, zv)
+    assert layer is not None
+    np.testing.assert_allclose(np.cov(ws, rowvar=False), np.eye(m), atol=1e-4)
+    np.testing.assert_allclose(ws.mean(0), zs.mean(0), atol=1e-4)  # the mean is kept
+    stored = np.asarray(layer.forward(jnp.asarray(zs, jnp.float32), inverse=True))
+    np.testing.assert_allclose(stored, ws, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(layer.forward(jnp.asarray(ws, jnp.float32))), zs, atol=1e-4
+    )
+
+
+def test_covariance_correction_gives_unit_variances_on_fresh_noise():
+    """Layers whose pushed noise has variances 4 and 0.25: the correction (a diagonal linear
+    layer on the codes' side) makes every coordinate's variance 1 on fresh prior draws, and
+    leaves unit-variance layers alone."""
+    m = 3
+    stretch = pursuit.LinearLayer(
+        jnp.diag(jnp.asarray([2.0, 0.5, 1.0])), jnp.diag(jnp.asarray([0.5, 2.0, 1.0]))
+    )
+    corrected = pursuit._covariance_correction([stretch], m, np.random.default_rng(0))
+    assert len(corrected) == 2
+    z = jax.random.normal(jax.random.key(9), (200_000, m))
+    for layer in reversed(corrected):
+        z = layer.forward(z)
+    np.testing.assert_allclose(np.std(np.asarray(z), 0), 1.0, atol=0.01)
+    same = pursuit._covariance_correction(corrected, m, np.random.default_rng(1))
+    assert len(same) == 2
+
+
+def test_pursuit_validates_like_the_other_methods():
+    codes = np.random.default_rng(0).standard_normal((600, 40)).astype(np.float32)
+    key = jax.random.key(0)
+    for kwargs, word in (
+        ({"penalty": "l3"}, "penalty"),
+        ({"optimizer": "adam"}, "optimizer"),
+        ({"callback": 3}, "callback"),
+        ({"lp": 3}, "lp"),
+        ({"steps": 0}, "steps"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"ema_decay": 1.5}, "ema_decay"),
+        ({"batch_size": 601}, "batch_size"),
+    ):
+        with pytest.raises(ValueError, match=word):
+            aeot.fit(key, codes, method="pursuit", **kwargs)
+    with pytest.raises(ValueError, match="zero spread"):
+        aeot.fit(key, np.ones((600, 40), np.float32), method="pursuit")
+    with pytest.raises(ValueError, match="NaN"):
+        aeot.fit(key, np.where(codes > 3.5, np.nan, codes), method="pursuit")
+    assert aeot.resolve_method("auto", 40) == "pursuit"
+    assert aeot.resolve_method("auto", 40, prior=Gaussian(scale=2.0)) == "debiased"
