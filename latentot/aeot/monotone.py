@@ -17,7 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-__all__ = ["MonotoneMap", "identity_map", "quantile_map", "strictly_increasing"]
+__all__ = [
+    "MonotoneMap",
+    "identity_map",
+    "quantile_map",
+    "sample_quantiles",
+    "strictly_increasing",
+]
 
 #: Segments averaged for the slope of the linear extrapolation beyond the outer knots.
 TAIL_KNOTS = 4
@@ -26,6 +32,12 @@ TAIL_KNOTS = 4
 #: beyond the data, a heavy tail is continued, but a chain of maps does not amplify outliers
 #: without bound.
 TAIL_SLOPE_CAP = 1.0
+
+#: ... and at least the mean slope divided by this: beyond a light tail (a bounded code, a
+#: pixel at its clipping value) the inverse map's slope is the reciprocal, and a code just past
+#: the outer knot must not be sent to a noise value of hundreds, which would then dominate
+#: every moment fitted after it.
+TAIL_SLOPE_FLOOR = 8.0
 
 
 @jax.tree_util.register_dataclass
@@ -53,14 +65,14 @@ class MonotoneMap:
 
 
 def _tail_slopes(x, y):
-    """Slopes ``[m]`` below and above the knots: the outermost segments' mean slope, at most
-    :data:`TAIL_SLOPE_CAP` times the mean slope over the knots' range."""
+    """Slopes ``[m]`` below and above the knots: the outermost segments' mean slope, clipped to
+    [1 / :data:`TAIL_SLOPE_FLOOR`, :data:`TAIL_SLOPE_CAP`] times the mean slope over the knots'
+    range."""
     t = TAIL_KNOTS
     typical = (y[:, -1] - y[:, 0]) / (x[:, -1] - x[:, 0])
-    lo = jnp.minimum((y[:, t] - y[:, 0]) / (x[:, t] - x[:, 0]), TAIL_SLOPE_CAP * typical)
-    hi = jnp.minimum(
-        (y[:, -1] - y[:, -1 - t]) / (x[:, -1] - x[:, -1 - t]), TAIL_SLOPE_CAP * typical
-    )
+    low, high = typical / TAIL_SLOPE_FLOOR, TAIL_SLOPE_CAP * typical
+    lo = jnp.clip((y[:, t] - y[:, 0]) / (x[:, t] - x[:, 0]), low, high)
+    hi = jnp.clip((y[:, -1] - y[:, -1 - t]) / (x[:, -1] - x[:, -1 - t]), low, high)
     return lo, hi
 
 
@@ -103,18 +115,29 @@ def quantile_map(target: np.ndarray, source: np.ndarray | None = None, knots: in
     Returns:
       A :class:`MonotoneMap` with knots at the source's quantiles of levels ``Φ(z)`` for z
       evenly spaced (:func:`gaussian_knots`), and values the target's quantiles at the same
-      levels (float64 on the host, float32 in the map).
+      levels (float64 on the host, float32 in the map). The outer knots are the samples'
+      minimum and maximum (the levels of the smallest and largest of n samples), so every
+      sample lies within the knots and only new points are extrapolated.
     """
     target = np.asarray(target, np.float64)
     n = target.shape[0] if source is None else min(target.shape[0], len(source))
     z = gaussian_knots(n, knots)
     levels = special.ndtr(z)
-    y = strictly_increasing(np.quantile(target, levels, axis=0).T)
+    y = strictly_increasing(sample_quantiles(target, levels).T)
     if source is None:
         x = np.broadcast_to(z, y.shape)
     else:
-        x = strictly_increasing(np.quantile(np.asarray(source, np.float64), levels, axis=0).T)
+        source = np.asarray(source, np.float64)
+        x = strictly_increasing(sample_quantiles(source, levels).T)
     return MonotoneMap(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+
+
+def sample_quantiles(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``np.quantile(samples, levels, axis=0)`` ``[K, ...]`` with the outer levels (those of
+    :func:`gaussian_knots`) at the samples' exact minimum and maximum."""
+    q = np.quantile(samples, levels, axis=0)
+    q[0], q[-1] = np.min(samples, axis=0), np.max(samples, axis=0)
+    return q
 
 
 def identity_map(m: int, knots: int = 8) -> MonotoneMap:
