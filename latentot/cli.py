@@ -760,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_sample,
         summary="draw samples from a saved AE-OT sampler",
         description=(
-            "Draws N latent samples z + ∇D(z) from a sampler saved by `latentot fit` "
+            "Draws N latent samples T(z), z ~ prior, from a sampler saved by `latentot fit` "
             "(or from its training checkpoint)."
         ),
     )
