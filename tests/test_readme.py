@@ -4,6 +4,8 @@ and every Python snippet in it runs as printed."""
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 # The four pillars' snippets, in the order a reader meets them.
@@ -37,6 +39,7 @@ def test_readme_is_short_with_every_pillar_up_front():
         assert starts and starts[0] <= 150, (name, starts)
 
 
+@pytest.mark.heavy  # about a minute of CPU: an AE-OT fit and its inverse compile
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
     # In order, in one namespace (a later snippet may say "continuing from above"), in a
     # scratch directory (the AE-OT snippet saves a file).
