@@ -182,15 +182,12 @@ def resolve_method(method: str, dim: int) -> str:
     """The training method that ``method`` means for codes of dimension ``dim``.
 
     Args:
-      method: ``"auto"``, ``"debiased"``, ``"minibatch"`` or ``"pursuit"``.
+      method: ``"auto"``, ``"debiased"`` or ``"minibatch"``.
       dim: the codes' dimension d.
 
     Returns:
       ``method`` itself, or for ``"auto"``: ``"minibatch"`` when ``dim <=``
-      :data:`AUTO_MINIBATCH_MAX_DIM`, ``"pursuit"`` when ``dim >=``
-      :data:`AUTO_PURSUIT_MIN_DIM`, else ``"debiased"``. From the dimension alone: ``fit``
-      trains ``"debiased"`` instead of an automatic ``"pursuit"`` when the prior is not
-      ``Gaussian(0, 1)`` or with a ``mesh``.
+      :data:`AUTO_MINIBATCH_MAX_DIM`, else ``"debiased"``.
 
     Raises:
       ValueError: an unknown ``method``.
@@ -287,18 +284,15 @@ def fit(
     mesh: Mesh | None = None,
     bounds: tuple | None = None,
 ) -> Sampler:
-    """Trains an AE-OT sampler ``z ↦ T(z)`` on latent codes (``z + ∇D(z)``, or a pursuit frame).
+    """Trains an AE-OT sampler ``z ↦ z + ∇D(z)`` on latent codes.
 
     Args:
       rng: PRNG key; it fixes the initialisation, the noise and the code batches.
       codes: latent codes of the dataset ``[N, d]``, finite, not all equal, ``N >= batch_size``.
       prior: noise prior (default ``Gaussian()``); its ``dim``, when set, must equal d.
       method: ``"debiased"``, ``"minibatch"`` (Liu et al.'s Algorithm 1; see
-        :mod:`latentot.aeot.targets`), ``"pursuit"`` (``docs/pursuit.md``: the debiased method
-        on the codes' non-Gaussian block, one-dimensional layers elsewhere; needs the prior
-        ``Gaussian(0, 1)`` and no ``mesh``) or ``"auto"`` (default): ``"minibatch"`` for d ≤
-        :data:`AUTO_MINIBATCH_MAX_DIM`, ``"pursuit"`` for d ≥ :data:`AUTO_PURSUIT_MIN_DIM`
-        under ``Gaussian(0, 1)`` without a mesh, else ``"debiased"`` (:func:`resolve_method`).
+        :mod:`latentot.aeot.targets`) or ``"auto"`` (default): ``"minibatch"`` for d ≤
+        :data:`AUTO_MINIBATCH_MAX_DIM`, else ``"debiased"`` (:func:`resolve_method`).
       steps: total number of training steps (including those of a resumed run).
       batch_size: LP size m (noise and code points per step, per device with a mesh);
         ``None`` for the method's default (:data:`METHOD_DEFAULTS`: 512 for ``"debiased"``,
