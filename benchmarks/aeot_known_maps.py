@@ -1,8 +1,8 @@
-"""AE-OT against known optimal maps (issues 8 and 20): L2-UVP, pushed covariance error, fit time.
+"""AE-OT against known optimal maps: L2-UVP, pushed covariance error, fit time.
 
 Pairs (``latentot.aeot.known_maps``): P = N(0, I) and Q = T*#P with T* the gradient of a convex
-function, so T* is the optimal map: ``gaussian``, ``clusters``, ``mixture`` (issue 8) and the
-issue-20 families whose non-Gaussian part lives in a low-dimensional subspace, ``subspace``
+function, so T* is the optimal map: ``gaussian``, ``clusters``, ``mixture`` and the
+families whose non-Gaussian part lives in a low-dimensional subspace, ``subspace``
 (clusters in an 8-dim subspace over an anisotropic bulk), ``spiked`` (6 clusters over an
 isotropic bulk) and ``bimodal`` (4 directions with a bimodal law of the bulk's variance). For
 each pair and dimension: 20,000 codes y = T*(x), 4096 fresh test points, and for every method
@@ -12,7 +12,7 @@ each pair and dimension: 20,000 codes y = T*(x), 4096 fresh test points, and for
   measures 3–6% at these sizes: the two sample covariances differ by sampling error);
 * on the ``bimodal`` pair, KS = the mean over its bimodal directions u of the two-sample
   Kolmogorov–Smirnov statistic between the 20,000 pushed samples' and the codes' marginals
-  along u (issue 20's floor: ≤ 0.05; about 0.009 for two samples of the same law, and 0.14
+  along u (the floor: ≤ 0.05; about 0.009 for two samples of the same law, and 0.14
   for Gaussian marginals, which the identity and linear maps give);
 * the fit time: wall clock and, for latentot's methods, the process CPU time (all threads,
   compilation included; on a shared machine the CPU time is the fairer measure).

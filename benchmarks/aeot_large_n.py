@@ -1,10 +1,10 @@
-"""AE-OT on 10⁶ codes: fit time and the peak memory growth over the codes' own size (issue 20).
+"""AE-OT on 10⁶ codes: fit time and the peak memory growth over the codes' own size.
 
 Each method runs in its own subprocess, which makes N codes of the known-map pair ``subspace``
 (``latentot.aeot.known_maps``) in float32, reads its resident memory, fits ``aeot.fit`` with
 ``steps`` steps, and reads the peak resident memory (``VmHWM`` of ``/proc/self/status``, Linux).
 The growth is ``(peak − resident before the fit) / codes.nbytes``; nothing in the fit may be
-N × N, and the issue's bound is 2×.
+N × N, and the bound is 2×.
 
 Run: ``python benchmarks/aeot_large_n.py [--n 1000000] [--dim 256] [--steps 200]
 [--methods pursuit,debiased]``.

@@ -10,7 +10,7 @@ For each m (batch size) and d (latent dimension) it times, in one run and on the
 
 It prints the times, the ratios exact/ours (> 1: ours is faster), the certified relative dual gap
 (cost - dual) / cost of ``solve_batch`` and the relative excess of its assignment cost over
-scipy's optimum (0 up to float32 rounding). The goal of issue 3: faster than an exact CPU
+scipy's optimum (0 up to float32 rounding). The goal: faster than an exact CPU
 solver at m >= 1024 and d >= 16.
 
 Usage::

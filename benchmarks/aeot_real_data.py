@@ -1,4 +1,4 @@
-"""AE-OT on real data (issue 24): natural-image patches and the digits autoencoder's codes.
+"""AE-OT on real data: natural-image patches and the digits autoencoder's codes.
 
 Data, nothing downloaded, fixed seeds (:func:`load_patches`, :func:`digits_codes`, :data:`CASES`):
 
@@ -32,7 +32,7 @@ Scores of a samples array ``[n, d]`` against the test codes, each lower is bette
 * ``energy``: the energy distance (U-statistic) on 4096 + 4096 points standardised per
   coordinate with the training codes' mean and std;
 * ``var_ratio``: max over the principal directions of the training codes of
-  max(var_samples / var_codes, var_codes / var_samples) (issue 24's floor: ≤ 1.5);
+  max(var_samples / var_codes, var_codes / var_samples) (the floor: ≤ 1.5);
 * ``out_of_range``: the fraction of sample coordinates outside the training codes'
   per-coordinate [min, max];
 * ``off_span``: where the training codes do not span R^d (eigenvalues of their covariance

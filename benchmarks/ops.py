@@ -1,4 +1,4 @@
-"""Benchmark of the matched latent operations (issue 2, "Performance").
+"""Benchmark of the matched latent operations.
 
 Two measurements, both in one run:
 
@@ -12,13 +12,13 @@ Two measurements, both in one run:
    (``scipy.stats`` cdf/ppf of the closed-form law of y, or of a numerically tabulated F_Y for
    priors without one). Target: ≥ 20× faster.
 
-3. Grids and keyframe paths at d = 512 (issue 9): a jitted 7 × 7 ``matched_grid`` and a
+3. Grids and keyframe paths at d = 512: a jitted 7 × 7 ``matched_grid`` and a
    120-frame looping ``matched_spline`` through 8 keyframes, per prior, as a ratio to the
    Gaussian's (closed-form) time; the path both with t closed over as a NumPy array (one map
    per distinct weight vector) and with t a traced argument (one map per frame, with
    ``method="fft"``: for a traced batch ``auto`` picks the shardable quadrature map). The
    numerical light-tailed priors use the FFT-lattice map; ``--old`` also times the quadrature
-   map (the map before issue 9) on the same calls. Target: within 10× of the Gaussian.
+   map (the previous default) on the same calls. Target: within 10× of the Gaussian.
 
 Each timing is the median of ``--repeats`` runs after a warm-up run, with ``block_until_ready``.
 

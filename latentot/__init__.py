@@ -58,4 +58,16 @@ __all__ = [
     "transport_map",
     "vicinity",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    # pyproject.toml's version, through the installed package's metadata (the one source).
+    from importlib import metadata
+
+    try:
+        return metadata.version("latentot")
+    except metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
+__version__ = _version()

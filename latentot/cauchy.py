@@ -73,8 +73,9 @@ def spherical_cauchy_lerp(prior, z0, z1, t, *, axis=-1) -> jax.Array:
     """Spherical Cauchy-linear interpolation for an isotropic prior (e.g. the Gaussian).
 
     Writes z - loc = r · e, slerps the directions e0, e1 and Cauchy-linear-interpolates the norms
-    with h = F_C⁻¹ ∘ F_‖Z‖, using the prior's exact norm law (for the Gaussian the chi law,
-    F_‖Z‖(r) = P(d/2, r²/(2σ²))). For i.i.d. isotropic inputs the output has the prior's law.
+    with ``h = F_C⁻¹ ∘ F_‖Z‖``, using the prior's exact norm law (for the Gaussian the chi
+    law, ``F_‖Z‖(r) = P(d/2, r²/(2σ²))``). For i.i.d. isotropic inputs the output has the
+    prior's law.
 
     Args:
       prior: an isotropic prior: it must provide ``norm_cdf(r, dim)`` and ``norm_icdf(u, dim)``

@@ -604,30 +604,67 @@ def _cmd_mismatch(args: argparse.Namespace) -> int:
 # Parser and entry point.
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("latentot")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown (not installed)"
-
-
 class _VersionAction(argparse.Action):
-    """``--version``, read from the installed package's metadata only when asked for."""
+    """``--version``: ``latentot.__version__`` (the installed package's metadata)."""
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"latentot {_version()}")
+        from latentot import __version__
+
+        print(f"latentot {__version__}")
         parser.exit()
 
 
-def _add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress output (results still print)"
+class _Lazy:
+    """A value of ``--help`` text computed when the help is printed (``str()`` calls ``text``),
+    so that building the parser imports nothing heavy."""
+
+    def __init__(self, text: Callable[[], str]):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def _auto_rule() -> str:
+    """What ``--method auto`` picks, read from the library's thresholds."""
+    from latentot.aeot.train import AUTO_MINIBATCH_MAX_DIM, AUTO_PURSUIT_MIN_DIM
+
+    return (
+        f"minibatch for codes of dimension <= {AUTO_MINIBATCH_MAX_DIM}, debiased up to "
+        f"{AUTO_PURSUIT_MIN_DIM - 1}, pursuit from {AUTO_PURSUIT_MIN_DIM} with the gaussian "
+        "prior, else debiased"
     )
+
+
+def _command(sub, name: str, func: Callable, *, summary: str, description: str):
+    """A subcommand's parser, running ``func(args)``."""
+    p = sub.add_parser(name, help=summary, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_seed(p: argparse.ArgumentParser, what: str = "PRNG seed", *, quiet: bool = True) -> None:
+    """``--seed``, and ``--quiet`` for the commands that report progress."""
+    p.add_argument("--seed", type=int, default=0, help=f"{what} (default: %(default)s)")
+    if quiet:
+        p.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress output (results still print)"
+        )
+
+
+def _add_codes(p: argparse.ArgumentParser, flag: str, **options: Any) -> None:
+    """The codes (``flag``: a positional or ``--codes``) and ``--key`` for ``.npz`` archives."""
+    p.add_argument(flag, metavar="CODES", **options)
+    p.add_argument("--key", help="name of the array in a .npz archive")
+
+
+def _fit_option(p, flag: str, convert: Callable, what: str, default: Any = None) -> None:
+    """An ``aeot.fit`` hyperparameter; its default (shown by ``--help``) is ``aeot.fit``'s."""
+    default = _FitDefault(flag[2:].replace("-", "_")) if default is None else default
+    p.add_argument(flag, type=convert, default=default, help=f"{what} (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -643,9 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "demo",
-        help="the end-to-end digits pipeline: models, AE-OT, both tables, figures, report",
+        _cmd_demo,
+        summary="the end-to-end digits pipeline: models, AE-OT, both tables, figures, report",
         description=(
             "Trains digits models (autoencoder, VAE, two WGAN-GP generators, a scoring "
             "classifier), fits AE-OT on the autoencoder's codes, measures the Liu et al. "
@@ -659,13 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seeds", type=_positive_int, help="seeds per table (default: 3, or 2 with --fast)"
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
-    _add_quiet(p)
-    p.set_defaults(func=_cmd_demo)
+    _add_seed(p, "base seed")
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "fit",
-        help="fit an AE-OT sampler on your latent codes",
+        _cmd_fit,
+        summary="fit an AE-OT sampler on your latent codes",
         description=(
             "Fits an AE-OT sampler (latentot.aeot.fit) on latent codes [N, d] read from a .npy "
             "file, or from a .npz archive (its single array, or the one named by --key), and "
@@ -675,43 +714,25 @@ def build_parser() -> argparse.ArgumentParser:
             "gives the same sampler as an uninterrupted run."
         ),
     )
-    p.add_argument("codes", metavar="CODES", help="latent codes: .npy, or .npz with --key")
+    _add_codes(p, "codes", help="latent codes: .npy, or .npz with --key")
     p.add_argument("--out", required=True, metavar="SAMPLER", help="where to save the sampler")
-    p.add_argument("--key", help="name of the array in a .npz archive")
-    p.add_argument(
-        "--steps",
-        type=_positive_int,
-        default=_FitDefault("steps"),
-        help="training steps, in total (default: %(default)s)",
+    _fit_option(p, "--steps", _positive_int, "training steps, in total")
+    batch = _MethodDefault("batch_size", "min(N, {})")
+    _fit_option(
+        p, "--batch-size", _positive_int, "batch LP size: noise and code points per step", batch
     )
-    p.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=_MethodDefault("batch_size", "min(N, {})"),
-        help="batch LP size: noise and code points per step (default: %(default)s)",
-    )
-    p.add_argument(
+    method = p.add_argument(
         "--method",
         choices=("auto", "debiased", "minibatch", "pursuit"),
         default=_FitDefault("method"),
         help="training targets: debiased minibatch OT, Liu et al.'s Algorithm 1, pursuit: the "
         "debiased method on the codes' non-Gaussian block and Gaussianisation layers elsewhere, "
-        "see docs/pursuit.md; or auto: minibatch for codes of dimension <= 2, pursuit from 65, "
-        "else debiased (default: %(default)s)",
+        "see docs/pursuit.md; or auto: %(auto)s (default: %(default)s)",
     )
-    p.add_argument(
-        "--learning-rate",
-        type=_positive_float,
-        default=_FitDefault("learning_rate"),
-        help="initial Adam learning rate (default: %(default)s)",
-    )
-    p.add_argument(
-        "--lam",
-        type=_non_negative_float,
-        default=_FitDefault("lam"),
-        help="weight λ of the gradient penalty against the value term, --method minibatch "
-        "only (default: %(default)s)",
-    )
+    method.auto = _Lazy(_auto_rule)  # argparse fills %(auto)s from the action's attributes
+    _fit_option(p, "--learning-rate", _positive_float, "initial Adam learning rate")
+    lam = "weight λ of the gradient penalty against the value term, --method minibatch only"
+    _fit_option(p, "--lam", _non_negative_float, lam)
     p.add_argument(
         "--penalty",
         choices=("vector", "norm", "vector_l1"),
@@ -721,7 +742,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prior", choices=PRIORS, default="gaussian", help="noise prior (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: %(default)s)")
     p.add_argument(
         "--checkpoint",
         metavar="PATH",
@@ -732,27 +752,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run saved in --checkpoint PATH (same command otherwise)",
     )
-    _add_quiet(p)
-    p.set_defaults(func=_cmd_fit)
+    _add_seed(p)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "sample",
-        help="draw samples from a saved AE-OT sampler",
+        _cmd_sample,
+        summary="draw samples from a saved AE-OT sampler",
         description=(
-            "Draws N latent samples z + ∇D(z) from a sampler saved by `latentot fit` "
+            "Draws N latent samples T(z), z ~ prior, from a sampler saved by `latentot fit` "
             "(or from its training checkpoint)."
         ),
     )
     p.add_argument("sampler", metavar="SAMPLER", help="a sampler file written by `latentot fit`")
     p.add_argument("-n", type=_positive_int, required=True, help="number of samples")
     p.add_argument("--out", required=True, metavar="X.npy", help="output .npy file [n, d]")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: %(default)s)")
-    _add_quiet(p)
-    p.set_defaults(func=_cmd_sample)
+    _add_seed(p)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "interpolate",
-        help="matched paths between given codes, through a saved AE-OT sampler",
+        _cmd_interpolate,
+        summary="matched paths between given codes, through a saved AE-OT sampler",
         description=(
             "Interpolates between pairs of codes so that every frame keeps the codes' law: "
             "T(matched_lerp(prior, T⁻¹(y₀), T⁻¹(y₁), t)) with T the sampler's map, for t "
@@ -763,10 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--sampler", required=True, metavar="SAMPLER", help="a saved AE-OT sampler")
-    p.add_argument(
-        "--codes", required=True, metavar="CODES", help="codes [N, d]: .npy, or .npz with --key"
-    )
-    p.add_argument("--key", help="name of the array in a .npz archive")
+    _add_codes(p, "--codes", required=True, help="codes [N, d]: .npy, or .npz with --key")
     p.add_argument(
         "--pairs", required=True, metavar="I:J,...", help="row pairs of the codes, e.g. 0:5,3:7"
     )
@@ -782,11 +800,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the paths even where an endpoint has no preimage within the tolerance",
     )
-    p.set_defaults(func=_cmd_interpolate)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "mismatch",
-        help="KS and norm statistics of linear / SLERP / matched midpoints for a prior",
+        _cmd_mismatch,
+        summary="KS and norm statistics of linear / SLERP / matched midpoints for a prior",
         description=(
             "Prints the KS distance of the components and the norm statistics of prior "
             "samples and of linear, SLERP and matched interpolants of independent pairs, and "
@@ -805,8 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default="latentot-mismatch", help="output directory (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: %(default)s)")
-    p.set_defaults(func=_cmd_mismatch)
+    _add_seed(p, quiet=False)
     return parser
 
 

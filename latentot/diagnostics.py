@@ -71,7 +71,7 @@ METHODS = ("linear", "slerp", "matched")
 
 @half_in_float32("sample")
 def ks_distance_cdf(sample, cdf) -> jax.Array:
-    """Kolmogorov-Smirnov statistic sup_x |F_n(x) - F(x)| of all entries of ``sample``.
+    """Kolmogorov-Smirnov statistic ``sup_x |F_n(x) - F(x)|`` of all entries of ``sample``.
 
     Args:
       sample: any shape; all entries are pooled (flattened).
@@ -113,7 +113,7 @@ def ks_distance(sample, prior) -> jax.Array:
       prior: the latent prior (its ``cdf`` is used).
 
     Returns:
-      A scalar: sup_x |F_n(x) - F_Z(x)|. For n i.i.d. draws from the prior it is about
+      A scalar: ``sup_x |F_n(x) - F_Z(x)|``. For n i.i.d. draws from the prior it is about
       0.87/√n on average (Kolmogorov); a mismatched sample gives a value that does not shrink
       with n.
     """

@@ -378,7 +378,7 @@ class Cauchy(_LocScale):
 
 @_register
 class Laplace(_LocScale):
-    """Laplace prior with density exp(-|x - loc| / scale) / (2 scale) per component."""
+    """Laplace prior with density exp(-abs(x - loc) / scale) / (2 scale) per component."""
 
     loc: Any = 0.0
     scale: Any = 1.0

@@ -134,17 +134,28 @@ def test_help(command, tmp_path):
         for method, values in METHOD_DEFAULTS.items():
             assert f"{values['penalty']} with --method {method}" in text
         # ... and what auto means is the library's own threshold.
-        from latentot.aeot.train import AUTO_MINIBATCH_MAX_DIM
+        from latentot.aeot.train import AUTO_MINIBATCH_MAX_DIM, AUTO_PURSUIT_MIN_DIM
 
         assert f"minibatch for codes of dimension <= {AUTO_MINIBATCH_MAX_DIM}," in text
+        assert (
+            f"debiased up to {AUTO_PURSUIT_MIN_DIM - 1}, pursuit from {AUTO_PURSUIT_MIN_DIM}"
+            in text
+        )
 
 
 def test_version(tmp_path):
+    import tomllib
     from importlib import metadata
 
+    import latentot
+
+    # One version: pyproject.toml's, read back through the package metadata everywhere.
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert metadata.version("latentot") == declared
+    assert latentot.__version__ == declared
     proc = run("--version", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"latentot {metadata.version('latentot')}"
+    assert proc.stdout.strip() == f"latentot {declared}"
 
 
 def test_main_in_process_help_exits_zero(capsys):

@@ -1,4 +1,4 @@
-"""The scores of benchmarks/aeot_real_data.py against independent references (issue 24)."""
+"""The scores of benchmarks/aeot_real_data.py against independent references."""
 
 import importlib.util
 import pathlib

@@ -1,4 +1,4 @@
-"""AE-OT (Liu et al.): the batch LP, a potential network and the latent sampler z + ∇D(z)."""
+"""AE-OT (Liu et al.): the batch LP, a potential network, training and the latent sampler."""
 
 from latentot.aeot.bures import bures_map
 from latentot.aeot.checkpoint import load, save

@@ -13,7 +13,7 @@ for the squared Euclidean cost between P and its push-forward:
   ``T*(x) = L x + β₁ W₁ᵀ softmax(k₁ W₁ x) + β₂ W₂ᵀ softmax(k₂ W₂ x)`` with L symmetric positive
   definite; φ is the sum of the three convex potentials.
 
-Three families whose non-Gaussian part lives in a low-dimensional subspace (issue 20: the
+Three families whose non-Gaussian part lives in a low-dimensional subspace (the
 latents of real autoencoders have d = 128–512, with a few directions carrying the structure):
 
 * ``"subspace"``: an anisotropic bulk, ``T*(x) = A x + 6 Wᵀ softmax(3 W x)`` with
@@ -118,7 +118,7 @@ def _subspace_basis(rng, d, k):
 
 
 def _new_pair(kind, dim, rng) -> KnownMap:
-    """The issue-20 families (``"subspace"``, ``"spiked"``, ``"bimodal"``)."""
+    """The subspace families (``"subspace"``, ``"spiked"``, ``"bimodal"``)."""
     k1, k2 = jax.random.split(jax.random.fold_in(rng, 20))
     if kind == "subspace":
         r = min(8, dim)

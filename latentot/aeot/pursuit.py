@@ -552,7 +552,7 @@ def moment_correction(pushed, mean, cov, *, rtol=0.05):
     two moments onto the codes' ``mean`` ``[k]`` and ``cov`` ``[k, k]``.
 
     A learned map adds spread where the codes have almost none (their covariance can span
-    six decades, issue 24): along such a direction the map's small errors are all of the
+    six decades on real codes): along such a direction the map's small errors are all of the
     samples' variance. The correction ``y ↦ μ + S (y − μ_T)``, with S the symmetric positive
     definite map ``Σ_T^{-½} (Σ_T^{½} Σ Σ_T^{½})^{½} Σ_T^{-½}``, gives the samples the codes'
     mean and covariance; composed with the learned map it is a composition of two optimal

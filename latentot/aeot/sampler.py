@@ -1,4 +1,5 @@
-"""The trained AE-OT sampler: ``z ↦ z + ∇D(z)`` with ``z`` drawn from the prior (Eq. 19)."""
+"""The trained AE-OT sampler: ``z ↦ T(z)`` with ``z`` drawn from the prior, T = ``z + ∇D(z)``
+(Eq. 19), or a pursuit frame around it."""
 
 from __future__ import annotations
 
@@ -121,8 +122,9 @@ class Sampler:
         return self.model(jnp.asarray(z))
 
     def transport(self, z: jax.Array) -> jax.Array:
-        """Maps given noise to codes, ``z + ∇D(z)`` (through the frame when there is one):
-        ``[..., d] → [..., d]``.
+        """Maps given noise to codes, ``[..., d] → [..., d]``: ``z + ∇D(z)``, or with a frame
+        (``method="pursuit"``) the frame's linear and one-dimensional layers around the learned
+        block; with ``bounds`` then the logistic map into the box.
 
         Jittable and vmappable (a single point ``[d]`` is accepted).
         """
@@ -173,7 +175,7 @@ class Sampler:
         return (x, info) if return_info else x
 
     def sample(self, rng: jax.Array, n: int, dtype: Any = None) -> jax.Array:
-        """Draws ``n`` codes ``[n, d]``: ``z + ∇D(z)`` with ``z ~ prior``.
+        """Draws ``n`` codes ``[n, d]``: :meth:`transport` of ``z ~ prior``.
 
         Jittable with ``n`` static. ``dtype`` defaults to the potential's parameter dtype.
         """

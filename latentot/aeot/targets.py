@@ -14,7 +14,7 @@ point, the displacement ``∇D(x_i)`` should take (and, for Liu's method, the va
   2019). When T#P = Q both displacements have the same law, so the minibatch bias cancels and
   the fixed point is a map that pushes P onto Q; the regression onto ∇D keeps it a gradient.
   Every gradient map that pushes P onto Q is such a fixed point, and training drifted along
-  them, away from the optimal one (issue 20: "more training makes it worse"). So the corrected
+  them, away from the optimal one ("more training makes it worse"). So the corrected
   points ``v_i = u_i + y_σ(i) − u'_τ(i)`` are rearranged by a third assignment, between the
   noise ``x`` and ``u`` itself (exact, on the potential's Bregman costs): the target of x_i
   is ``v_π(i)``. The optimal map's pairs (x_i, T*(x_i)) are

@@ -63,7 +63,7 @@ AUTO_PURSUIT_MIN_DIM = 33
 #: The debiased method's potential (and so the learned block of ``method="pursuit"``) uses
 #: softplus units. The gradient of a ReLU network is piecewise constant, so ``x + ∇D(x)``
 #: jumps across every hyperplane of every unit: its image has cracks everywhere and Newton
-#: cannot invert it (issue 21). Softplus makes the map smooth inside each head's cell. Sharper
+#: cannot invert it. Softplus makes the map smooth inside each head's cell. Sharper
 #: units, softplus(βx) / β, learn faster in the first hundred steps but leave training codes
 #: out of the map's image again. Measurements in ``benchmarks/README.md``.
 DEBIASED_ACTIVATION = "softplus"
@@ -124,7 +124,7 @@ DEBIASED_QUADRATIC_MAX_DIM = 16
 
 
 #: The debiased method's default potential has per-head curvature (``Potential(curvature=True)``)
-#: on codes of at most this dimension only (issue 20, item 2: "more training makes it worse").
+#: on codes of at most this dimension only ("more training makes it worse" above it).
 #: A head's curvature adds ``½ γ_k ‖x‖²`` to it, so which head owns a noise point x, i.e. which
 #: cluster x goes to, depends on ‖x‖², and in d dimensions ‖x‖² varies by about √(2d) between
 #: points through the many directions in which the codes are plain Gaussian. Training spreads
@@ -150,8 +150,8 @@ PURSUIT_BLOCK_CURVATURE_MAX_DIM = 16
 
 #: ``fit``'s default optimizer (``optimizer=None``) decays the debiased method's learning rate
 #: over at most this many steps and holds it at the final rate (1% of ``learning_rate``) after
-#: (``default_optimizer(..., horizon=)``); runs up to this length are unchanged (issue 20,
-#: item 2). Every map that pushes the noise onto the codes is a fixed point of the debiased
+#: (``default_optimizer(..., horizon=)``); runs up to this length are unchanged.
+#: Every map that pushes the noise onto the codes is a fixed point of the debiased
 #: targets, and the heads keep drifting along them: the pushed law stays right while the map
 #: gets worse, so held-out codes cannot see it. Without the curvature (above), 3000 steps with
 #: the cosine spread over all of them still measured 2.88 → 5.68 (clusters) and 2.97 → 4.39

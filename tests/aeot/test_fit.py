@@ -294,7 +294,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
 
 @pytest.mark.heavy
 def test_constant_column_and_scale_invariance():
-    """Issue 8 "Bad input": a constant column stays (nearly) constant, and training is
+    """Bad input: a constant column stays (nearly) constant, and training is
     scale-invariant: codes × 1e-6 and × 1e6 give the same pushed law × 1e-6 and × 1e6 (the
     trajectories are not bit-equal: rounding changes a few LP assignments)."""
     codes = np.array(_codes(128, d=3, shift=(3.0, -2.0, 0.0)))

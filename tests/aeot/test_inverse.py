@@ -30,7 +30,7 @@ def _contract(sampler, y, scale):
 
 
 def test_round_trip_contract_and_the_known_preimage():
-    # Issue 21: T(T⁻¹(y)) within 1e-2 of the codes' std for 95% of training codes and of the
+    # The contract: T(T⁻¹(y)) within 1e-2 of the codes' std for 95% of training codes and of the
     # sampler's own samples (256 of each here, one compilation; all 2000 codes in the slow
     # test below). The training codes' true preimages are known (the pair's optimal map): the
     # inverse must find them better than the inverse of the codes' Gaussian (Bures) map does.

@@ -81,7 +81,7 @@ def test_known_map_d8_beats_identity_and_linear():
 @pytest.mark.parametrize("d", [16, 64])
 @pytest.mark.parametrize("kind", ["gaussian", "clusters", "mixture"])
 def test_known_map_floors(kind, d):
-    """Issue 8's floors with library defaults on 20,000 codes (benchmarks/aeot_known_maps.py)."""
+    """The floors with library defaults on 20,000 codes (benchmarks/aeot_known_maps.py)."""
     e = _known_map_errors(kind, d, n=20_000)
     assert e["aeot"] < e["identity"]
     if kind == "gaussian":
@@ -99,7 +99,7 @@ def _jacobians(pair, x):
 
 @pytest.mark.parametrize("kind", ["subspace", "spiked", "bimodal"])
 def test_subspace_maps_are_gradients_of_convex_functions(kind):
-    """The issue-20 families above their subspace's size (8, 6 or 4; d = 5, below, is in
+    """The subspace families above their subspace's size (8, 6 or 4; d = 5, below, is in
     the test above): symmetric positive-definite Jacobian at random points, T* monotone."""
     d = 12
     pair = km.known_map(jax.random.key(0), kind, d)
@@ -167,7 +167,7 @@ def test_bimodal_directions_have_the_bulk_variance_and_two_modes():
 
 def test_debiased_curvature_only_in_low_dimension():
     """Per-head curvature couples the head (cluster) choice to ‖x‖² and made longer runs worse
-    at d = 16 and above (issue 20, item 2); it is off there by default, on at d ≤ 8."""
+    at d = 16 and above; it is off there by default, on at d ≤ 8."""
     from latentot.aeot import train as train_mod
 
     top = train_mod.DEBIASED_CURVATURE_MAX_DIM
@@ -179,7 +179,7 @@ def test_debiased_curvature_only_in_low_dimension():
 
 @pytest.mark.slow
 def test_more_steps_are_not_worse_subspace_d64():
-    """Issue 20, item 2: on the benchmark's d = 64 subspace pair (its draws: pair key 164,
+    """More steps are not worse: on the benchmark's d = 64 subspace pair (its draws: pair key 164,
     20,000 codes, library defaults) 3000 steps score at most 1.25× the default 1000. Measured
     on the benchmark's 4096 test points (this test uses 2048; not run in this form): before
     the fix 3.87 → 8.84, after it 3.46 → 2.75 (linear map 6.81; benchmarks/README.md)."""
@@ -191,7 +191,7 @@ def test_more_steps_are_not_worse_subspace_d64():
 
 def test_debiased_schedule_horizon():
     """The debiased method's default schedule decays over at most DEBIASED_SCHEDULE_STEPS steps
-    and holds the final rate after (issue 20, item 2); shorter runs keep the plain cosine."""
+    and holds the final rate after; shorter runs keep the plain cosine."""
     from latentot._promotion import third_party_promotion
     from latentot.aeot import train as train_mod
     from latentot.aeot.trainer import default_schedule

@@ -32,7 +32,7 @@ def _eight_gaussians_run(**kwargs):
 
 @pytest.mark.slow
 def test_eight_gaussians_requirement():
-    """Library defaults (issue 8; ``method="auto"`` trains the plane with Liu's algorithm at
+    """Library defaults (``method="auto"`` trains the plane with Liu's algorithm at
     batch 1024): ≥ 95% within 3σ, shares in [1/16, 3/16], W2 ratio ≤ 2 (time printed)."""
     report, _ = _eight_gaussians_run()
     assert report["within_3sigma"] >= 0.95
@@ -54,8 +54,8 @@ def test_eight_gaussians_fast():
     """Liu et al.'s algorithm (``LIU``), 300 steps at m = 256, must already separate the
     clusters.
 
-    Thresholds: ≥ 75% within 3σ (an untrained map puts 0% there; the plain-MLP probe of the
-    issue reached 75% only after 3000 steps), every centre between 1/16 and 3/16, W2 ratio ≤ 2.
+    Thresholds: ≥ 75% within 3σ (an untrained map puts 0% there; a plain-MLP potential
+    reached 75% only after 3000 steps), every centre between 1/16 and 3/16, W2 ratio ≤ 2.
     """
     report, _ = _eight_gaussians_run(steps=300, batch_size=256, **LIU)
     assert report["within_3sigma"] >= 0.75
