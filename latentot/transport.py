@@ -239,7 +239,11 @@ def transport_map(
       weights: ``[..., k]``; leading axes give a batch of maps. May be traced. All-zero weights
         (a point mass, no map exists) raise ``ValueError`` when concrete; traced, they give the
         map of weight 1 on one draw (the identity). bfloat16 and float16 weights build float32
-        tables (the map returns the dtype it is applied to).
+        tables (the map returns the dtype it is applied to). Concrete weights (a NumPy array,
+        also under ``jax.jit``) get one FFT table per distinct multiset of weights, built at
+        once (under ``jax.jit``: while tracing, so the compiled program only looks it up) and,
+        for a pytree prior with concrete parameters, cached for later calls with the same
+        prior and weights; traced weights build their tables inside the program, every call.
       method: ``"auto"`` (closed form where one exists, else ``"fft"``; but ``"quadrature"``
         for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`, and for a traced
         batch ``[m, ..., k]`` of weights, which may be sharded: XLA's SPMD partitioner replicates
@@ -341,11 +345,23 @@ def _cached(key, build):
 
 
 def _lattice_padded(std, unique, *, num_grid):
-    # Pad to a power of two so that batches of similar size share one compilation.
+    """``(y0, h, A, B)`` of ``unique`` ``[m, k]`` (NumPy), built in chunks of a fixed size.
+
+    One weight vector is built alone; more are padded to a multiple of ``_CHUNK`` and built
+    ``_CHUNK`` at a time, so that grids and paths of any size share one compilation per prior
+    type and k (compiling the build takes far longer than running it).
+    """
     m = len(unique)
-    padded = np.concatenate([unique, np.repeat(unique[:1], (1 << (m - 1).bit_length()) - m, 0)])
-    y0, h, A, B = _lattice_build(std, jnp.asarray(padded), num_grid=num_grid)
-    return y0[:m], h[:m], A[:m], B[:m]
+    size = 1 if m == 1 else _CHUNK
+    padded = np.concatenate([unique, np.repeat(unique[:1], -m % size, 0)])
+    parts = [
+        _lattice_build(std, jnp.asarray(padded[i : i + size]), num_grid=num_grid)
+        for i in range(0, len(padded), size)
+    ]
+    return tuple(jnp.concatenate(x)[:m] for x in zip(*parts, strict=True))
+
+
+_CHUNK = 8
 
 
 # Tables of concrete weights, most recently used last; at most _CACHE_BYTES in all.
