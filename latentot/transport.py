@@ -373,11 +373,9 @@ _CACHE_BYTES = 64 << 20
 def _cache_key(std, unique, num_grid):
     """A hashable key for the tables of ``std`` and ``unique``, or ``None`` (no caching)."""
     prior = _prior_key(std)
-    return (
-        None
-        if prior is None
-        else (prior, unique.dtype.str, unique.tobytes(), *unique.shape, num_grid)
-    )
+    if prior is None:
+        return None
+    return prior, unique.dtype.str, unique.tobytes(), *unique.shape, num_grid
 
 
 def _prior_key(std):
