@@ -19,6 +19,10 @@ Two measurements, both in one run:
    ``method="fft"``: for a traced batch ``auto`` picks the shardable quadrature map). The
    numerical light-tailed priors use the FFT-lattice map; ``--old`` also times the quadrature
    map (the previous default) on the same calls. Target: within 10× of the Gaussian.
+4. Grids and keyframe paths as the README uses them (d = 100, a 5 × 5 grid, a 120-frame loop
+   with a NumPy t), per prior, eager and jitted, first and later calls, as a ratio to the same
+   call under the Gaussian prior (``--grids-only`` runs this part alone;
+   :func:`bench_grids_paths`). Target: within 10× of the Gaussian.
 
 Each timing is the median of ``--repeats`` runs after a warm-up run, with ``block_until_ready``.
 
@@ -375,6 +379,62 @@ def bench_paths(repeats: int, old: bool, dim: int = 512) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# 4. Grids and paths as the README uses them (d = 100), eager and jitted, cold and warm.
+
+GRID_PATH_PRIORS = {
+    "gaussian": lt.Gaussian(),
+    "uniform": lt.Uniform(),
+    "laplace": lt.Laplace(),
+    "logistic": lt.Logistic(),
+}
+
+
+def bench_grids_paths(repeats: int, dim: int = 100, n: int = 5, frames: int = 120) -> dict:
+    """``matched_grid`` (n × n) and looping ``matched_spline`` (8 keyframes) per prior.
+
+    Each case is timed as a ratio to the same call under the Gaussian prior (closed form) in
+    this process. ``first``: the first jitted call (compilation and table builds included);
+    ``jit``/``eager``: later calls, median of ``repeats``. Paths use a NumPy t: ``frames``
+    frames of a loop through 8 keyframes (``frames / 8`` per segment, 8 distinct weight
+    vectors when that is whole), and ``odd t``: ``frames`` frames at t = 8 j / (frames - 1)
+    (nearly every frame its own weight vector).
+    """
+    t = np.arange(frames) * 8 / frames
+    odd = np.arange(frames) * 8 / (frames - 1)
+    out = {}
+    for name, prior in GRID_PATH_PRIORS.items():
+        corners = prior.sample(jax.random.key(0), (4, dim), jnp.float32)
+        keys = prior.sample(jax.random.key(1), (8, dim), jnp.float32)
+        calls = {
+            "grid": (lambda c, p=prior: lt.matched_grid(p, c, n), corners),
+            "path": (lambda k, p=prior: lt.matched_spline(p, k, t, closed=True), keys),
+            "path odd t": (lambda k, p=prior: lt.matched_spline(p, k, odd, closed=True), keys),
+        }
+        row = {}
+        for case, (fn, arg) in calls.items():
+            jitted = jax.jit(fn)
+            start = time.perf_counter()
+            jax.block_until_ready(jitted(arg))
+            row[f"{case} first"] = time.perf_counter() - start
+            row[f"{case} jit"] = _median_time(lambda f=jitted, a=arg: f(a), repeats)
+            row[f"{case} eager"] = _median_time(lambda f=fn, a=arg: f(a), repeats)
+        out[name] = row
+    base = out["gaussian"]
+    for row in out.values():
+        row.update({f"{k} ×gauss": row[k] / base[k] for k in list(row)})
+    return out
+
+
+def print_grids_paths(results: dict) -> None:
+    """One line per case: milliseconds and the ratio to the Gaussian, per prior."""
+    cases = [k for k in results["gaussian"] if "×" not in k]
+    print(f"{'':18s}" + "".join(f"{name + ' ms':>16s}{'×g':>6s}" for name in results))
+    for c in cases:
+        cells = "".join(f"{1e3 * r[c]:16.3f}{r[c + ' ×gauss']:6.1f}" for r in results.values())
+        print(f"{c:18s}{cells}")
+
+
 def machine() -> dict:
     model = platform.processor() or "unknown"
     try:
@@ -434,6 +494,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--paths-only", action="store_true", help="only part 3 (grids, paths)")
     parser.add_argument("--old", action="store_true", help="part 3: also time the old map")
+    parser.add_argument(
+        "--grids-only", action="store_true", help="only part 4 (grids, paths at d = 100)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.chunk, args.repeats, args.ref_rows = 50_000, 50_000, 3, 2_000
@@ -443,10 +506,29 @@ def main(argv=None) -> dict:
     print(f"{info['date']} · {info['cpu']} · {info['cores']} cores · load {info['load_average']}")
     print(f"jax {info['jax']} ({info['backend']})")
 
-    lerp = refs = None
-    if not args.paths_only:
+    lerp = refs = paths = None
+    if not args.paths_only and not args.grids_only:
         lerp, refs = _print_parts_1_2(args, ref_repeats)
+    if not args.grids_only:
+        paths = _print_part_3(args)
+    print("\n4. matched_grid (5×5) and looping matched_spline (120 frames, 8 keyframes), d = 100")
+    grids = bench_grids_paths(args.repeats)
+    print_grids_paths(grids)
+    results = {
+        "machine": info,
+        "args": vars(args),
+        "lerp": lerp,
+        "references": refs,
+        "paths": paths,
+        "grids": grids,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
 
+
+def _print_part_3(args):
     print(
         "\n3. jitted 7×7 matched_grid and 120-frame looping matched_spline (8 keyframes), d = 512"
     )
@@ -457,17 +539,7 @@ def main(argv=None) -> dict:
         for kind, r in row.items():
             cells = "".join(f"{1e3 * r[c]:18.3f}{r[c + ' ×gauss']:8.1f}" for c in cols)
             print(f"{name:22s}{kind:5s}{cells}")
-    results = {
-        "machine": info,
-        "args": vars(args),
-        "lerp": lerp,
-        "references": refs,
-        "paths": paths,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+    return paths
 
 
 if __name__ == "__main__":

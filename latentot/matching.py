@@ -146,7 +146,10 @@ def matched_grid(prior, corners, n: int, **map_kwargs) -> jax.Array:
     """Matched 4-point bilinear grid; its corners equal ``corners``.
 
     The n² weight vectors are concrete (they depend on n only), so the numerical map is built
-    once per distinct multiset of weights (10 for n = 7), also under ``jax.jit``.
+    once per distinct multiset of weights (10 for n = 7), also under ``jax.jit``; with the
+    prior's parameters concrete too, the tables are built while tracing (the compiled grid only
+    looks them up) and cached for later grids with the same n (see
+    :func:`latentot.transport_map`).
 
     Args:
       prior: the latent prior, or a :class:`LatentMap` (the latents are then its codes).
@@ -180,8 +183,8 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
       keyframes: ``[K, ..., d]``, K >= 2.
       t: ``[T]``; as in :func:`latentot.spline`. Pass a concrete t (a NumPy array, even under
         ``jax.jit``) to build one map per distinct weight vector (a looping path with the same
-        number of frames per segment repeats its weights every segment); a traced t builds one
-        map per frame.
+        number of frames per segment repeats its weights every segment), once, while tracing;
+        a traced t builds one map per frame on every call.
       closed: loop with period K.
       **map_kwargs: passed to :func:`latentot.transport_map`.
 

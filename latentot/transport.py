@@ -22,8 +22,10 @@ interpolation grid). The batch axes broadcast against the leading axes of ``y``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import threading
 from typing import Any
 
 import jax
@@ -132,19 +134,31 @@ class LatticeMap:
 
     Built by :func:`latentot.convolution.fft_table`. Locating a point is O(1); beyond the ends
     the end segments extrapolate linearly. Each segment stores T = A + B·y.
+
+    Without ``rows`` every batch entry has its own table, ``A``/``B`` ``[*B, N - 1]``. With
+    ``rows`` ``[*B]`` (int32) the batch entries share the tables ``A``/``B`` ``[R, N - 1]``:
+    entry b reads table ``rows[b]`` (the maps of a grid or a looping path repeat a few weight
+    vectors), and ``y0``/``h`` are still per entry.
     """
 
     y0: jax.Array  # [*B]
     h: jax.Array  # [*B]
-    A: jax.Array  # [*B, N - 1] intercepts
-    B: jax.Array  # [*B, N - 1] slopes
+    A: jax.Array  # [*B, N - 1] intercepts, or [R, N - 1] with rows
+    B: jax.Array  # [*B, N - 1] slopes, or [R, N - 1] with rows
+    rows: jax.Array | None = None  # [*B] table of each batch entry
 
     def __call__(self, x):
         nseg = self.A.shape[-1]
         batch = self.y0.shape
         pos = (x - self.y0[..., None]) / self.h[..., None]
         i = jnp.clip(jnp.floor(pos), 0, nseg - 1).astype(jnp.int32)
-        return _lookup(self.A, self.B, batch, i, x)
+        if self.rows is None:
+            return _lookup(self.A, self.B, batch, i, x)
+        # Shared tables: one flat index into all of them (they are few, and replicated).
+        lead = (1,) * (x.ndim - 1 - len(batch))
+        flat = self.rows.reshape(*lead, *batch, 1) * nseg + i
+        A = self.A.reshape(-1).at[flat].get(mode="promise_in_bounds")
+        return A + self.B.reshape(-1).at[flat].get(mode="promise_in_bounds") * x
 
 
 def _lookup(A, B, batch, i, x):
@@ -225,7 +239,11 @@ def transport_map(
       weights: ``[..., k]``; leading axes give a batch of maps. May be traced. All-zero weights
         (a point mass, no map exists) raise ``ValueError`` when concrete; traced, they give the
         map of weight 1 on one draw (the identity). bfloat16 and float16 weights build float32
-        tables (the map returns the dtype it is applied to).
+        tables (the map returns the dtype it is applied to). Concrete weights (a NumPy array,
+        also under ``jax.jit``) get one FFT table per distinct multiset of weights, built at
+        once (under ``jax.jit``: while tracing, so the compiled program only looks it up) and,
+        for a pytree prior with concrete parameters, cached for later calls with the same
+        prior and weights; traced weights build their tables inside the program, every call.
       method: ``"auto"`` (closed form where one exists, else ``"fft"``; but ``"quadrature"``
         for heavy-tailed priors, see :func:`latentot.convolution.light_tailed`, and for a traced
         batch ``[m, ..., k]`` of weights, which may be sharded: XLA's SPMD partitioner replicates
@@ -263,7 +281,7 @@ def transport_map(
                 f"no closed-form map for {type(prior).__name__} with {w.shape[-1]} weights; "
                 "use method='auto', 'fft' or 'quadrature'"
             )
-        if method == "auto" and not convolution.light_tailed(std):
+        if method == "auto" and not _light_tailed(std):
             method = "quadrature"  # heavy tails: the lattice would have to truncate them
         if method == "auto" and cw is None and w.ndim > 1:
             # A traced batch of weight vectors may be sharded, and XLA's SPMD partitioner
@@ -286,24 +304,108 @@ def _lattice(std, w, cw, *, num_grid):
 
     The law of Σ w_k Z_k depends only on the multiset of the weights, so concrete weight vectors
     are sorted and each distinct one is built once (a 7 × 7 grid has 10 distinct multisets, a
-    looping spline one per distinct fraction of t); the tables are then gathered back.
+    looping spline one per distinct fraction of t); the batch entries then share those tables
+    (:class:`LatticeMap` ``rows``). The tables of concrete weights are built right away, also
+    while tracing, wherever the prior's parameters are concrete: under ``jax.jit`` they are then
+    constants of the compiled program, not work done on every call. For a pytree prior they are
+    also kept in a small cache keyed by the prior's type and parameters and the weights, so that
+    eager calls with the same weights (a grid of other corners, a path through other keyframes)
+    reuse them.
     """
     batch, k = w.shape[:-1], w.shape[-1]
-    flat = w.reshape(-1, k)
-    if cw is not None and flat.shape[0] > 1:
-        keys = np.sort(cw.reshape(-1, k), axis=-1)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        # Pad to a power of two so that batches of similar size share one compilation.
-        m = len(unique)
-        unique = np.concatenate([unique, np.repeat(unique[:1], (1 << (m - 1).bit_length()) - m, 0)])
-        y0, h, A, B = _lattice_build(std, jnp.asarray(unique, w.dtype), num_grid=num_grid)
-        index = jnp.asarray(inverse.reshape(-1))
-        y0, h, A, B = y0[index], h[index], A[index], B[index]
-    else:
-        y0, h, A, B = _lattice_build(std, flat, num_grid=num_grid)
-    return LatticeMap(
-        y0.reshape(batch), h.reshape(batch), A.reshape(*batch, -1), B.reshape(*batch, -1)
-    )
+    if cw is None:
+        y0, h, A, B = _lattice_build(std, w.reshape(-1, k), num_grid=num_grid)
+        return LatticeMap(
+            y0.reshape(batch), h.reshape(batch), A.reshape(*batch, -1), B.reshape(*batch, -1)
+        )
+    keys = np.sort(cw.reshape(-1, k), axis=-1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    unique = unique.astype(w.dtype)
+    rows = inverse.reshape(batch).astype(np.int32)
+    with jax.ensure_compile_time_eval():  # concrete priors: built now, constants under jit
+        key = _cache_key(std, unique, num_grid)
+        build = functools.partial(_lattice_padded, std, unique, num_grid=num_grid)
+        y0, h, A, B = build() if key is None else _cached(key, build)
+        return LatticeMap(y0[rows], h[rows], A, B, jnp.asarray(rows))
+
+
+def _cached(key, build):
+    """``build()`` (a tuple of concrete arrays), memoised under ``key`` in a small LRU cache."""
+    with _CACHE_LOCK:
+        value = _CACHE.get(key)
+        if value is not None:
+            _CACHE.move_to_end(key)
+            return value
+    value = tuple(build())
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > 1 and sum(x.nbytes for v in _CACHE.values() for x in v) > _CACHE_BYTES:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def _lattice_padded(std, unique, *, num_grid):
+    """``(y0, h, A, B)`` of ``unique`` ``[m, k]`` (NumPy), built in chunks of a fixed size.
+
+    One weight vector is built alone; more are padded to a multiple of ``_CHUNK`` and built
+    ``_CHUNK`` at a time, so that grids and paths of any size share one compilation per prior
+    type and k (compiling the build takes far longer than running it).
+    """
+    m = len(unique)
+    size = 1 if m == 1 else _CHUNK
+    padded = np.concatenate([unique, np.repeat(unique[:1], -m % size, 0)])
+    parts = [
+        _lattice_build(std, jnp.asarray(padded[i : i + size]), num_grid=num_grid)
+        for i in range(0, len(padded), size)
+    ]
+    return tuple(jnp.concatenate(x)[:m] for x in zip(*parts, strict=True))
+
+
+_CHUNK = 8
+
+
+# Tables of concrete weights, most recently used last; at most _CACHE_BYTES in all.
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_BYTES = 64 << 20
+
+
+def _cache_key(std, unique, num_grid):
+    """A hashable key for the tables of ``std`` and ``unique``, or ``None`` (no caching)."""
+    prior = _prior_key(std)
+    if prior is None:
+        return None
+    return prior, unique.dtype.str, unique.tobytes(), *unique.shape, num_grid
+
+
+def _prior_key(std):
+    """A hashable key for the law of ``std``: its type and parameters, or ``None``.
+
+    ``None`` unless ``std`` is a pytree whose leaves are all concrete numbers or arrays (an
+    object that is not a pytree has no parameters that could key it).
+    """
+    leaves, tree = jax.tree_util.tree_flatten(std)
+    if not all(isinstance(x, (jax.Array, np.ndarray, float, int)) for x in leaves):
+        return None
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return None
+    params = tuple((np.asarray(x).dtype.str, np.shape(x), np.asarray(x).tobytes()) for x in leaves)
+    return type(std), tree, params
+
+
+def _light_tailed(std):
+    """:func:`latentot.convolution.light_tailed`, memoised for priors with a key."""
+    key = _prior_key(std)
+    if key is None:
+        return convolution.light_tailed(std)
+    if key not in _LIGHT:
+        if len(_LIGHT) > 256:
+            _LIGHT.clear()
+        _LIGHT[key] = convolution.light_tailed(std)
+    return _LIGHT[key]
+
+
+_LIGHT: dict = {}
 
 
 def _lattice_build(std, flat, *, num_grid):

@@ -1,5 +1,8 @@
 """FFT-lattice transport maps: closed forms, the quadrature map, tails, dtypes, jit/vmap/grad."""
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,11 +129,13 @@ def test_jit_vmap_and_grad():
 
 
 def test_repeated_weight_vectors_share_one_build():
-    """Concrete weights: one build per distinct multiset, gathered back in order."""
+    """Concrete weights: one table per distinct multiset, shared by the batch entries in order."""
     p = lo.Logistic()
     w = jnp.asarray([[0.2, 0.8], [0.8, 0.2], [0.5, 0.5], [0.2, 0.8]])
     T = lo.transport_map(p, w[:, None, :])  # batch [4, 1] against points [4, 9]
-    assert T.standard.A.shape[:2] == (4, 1)
+    assert T.standard.A.shape[0] == 2  # {0.2, 0.8} and {0.5, 0.5}
+    assert T.standard.rows.shape == (4, 1)
+    np.testing.assert_array_equal(T.standard.rows[:, 0], [0, 0, 1, 0])
     y = jnp.linspace(-4, 4, 9)
     out = T(jnp.broadcast_to(y, (4, 9))[..., None])[..., 0]
     for i in range(4):
@@ -151,3 +156,73 @@ def test_one_nonzero_weight_is_the_exact_scaling():
     p = lo.Logistic()
     y = jnp.linspace(-30, 30, 61)[:, None]
     np.testing.assert_allclose(_fft(p, [0.0, 2.0, 0.0], y), y / 2, rtol=1e-6, atol=1e-6)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ScaledLogistic:
+    """A logistic law of scale s as a pytree prior with a parameter and no ``standard()``."""
+
+    s: Any
+
+    def sample(self, rng, shape, dtype=None):
+        return self.s * jax.random.logistic(rng, shape, dtype or jnp.result_type(float))
+
+    def log_prob(self, x):
+        return -jnp.abs(x) / self.s - 2 * jnp.log1p(jnp.exp(-jnp.abs(x) / self.s)) - jnp.log(self.s)
+
+    def cdf(self, x):
+        return jax.nn.sigmoid(x / self.s)
+
+    def icdf(self, u):
+        return self.s * (jnp.log(u) - jnp.log1p(-u))
+
+
+@pytest.mark.parametrize("prior", [lo.Laplace(), Gumbel()], ids=name)
+def test_concrete_weights_build_the_tables_while_tracing(prior):
+    """Under jit, a grid's tables are constants of the program (no FFT runs per call)."""
+    corners = prior.sample(jax.random.key(0), (4, 8))
+    grid = jax.jit(lambda c: lo.matched_grid(prior, c, 4))
+    assert "fft" not in grid.lower(corners).as_text().lower()
+    eager = lo.matched_grid(prior, corners, 4)
+    np.testing.assert_allclose(grid(corners), eager, rtol=1e-6, atol=1e-6)
+    # The traced-weight build (one table per frame, inside the program) agrees.
+    w = jnp.asarray(lo.ops.bilinear_weights(4, jnp.float32)).reshape(4, 4, 4)
+    traced = jax.jit(lambda w: lo.transport_map(prior, w, method="fft"))(w)
+    assert "fft" in jax.jit(lambda w: lo.transport_map(prior, w, method="fft")).lower(w).as_text()
+    np.testing.assert_allclose(traced(lo.grid(corners, 4)), eager, rtol=1e-5, atol=1e-5)
+
+
+def test_table_cache_is_keyed_by_the_prior_parameters():
+    """Same weights, another scale: T_s(y) = s · T_1(y / s) exactly (a scale family)."""
+    w = jnp.asarray([[0.3, 0.7, 0.2], [0.5, 0.5, 0.5]])
+    y = jnp.linspace(-6, 6, 121)[None, :, None]
+    one = lo.transport_map(_ScaledLogistic(1.0), w[:, None, :])(y)[..., 0]
+    two = lo.transport_map(_ScaledLogistic(2.0), w[:, None, :])(y)[..., 0]
+    np.testing.assert_allclose(
+        two,
+        2 * lo.transport_map(_ScaledLogistic(1.0), w[:, None, :])(y / 2)[..., 0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert float(jnp.max(jnp.abs(two - one))) > 0.1  # a shared table would have matched `one`
+    # Traced parameters: the tables are built inside the program, with the same values.
+    traced = jax.jit(lambda s: lo.transport_map(_ScaledLogistic(s), w[:, None, :])(y))(2.0)
+    np.testing.assert_allclose(traced[..., 0], two, rtol=1e-5, atol=1e-5)
+
+
+def test_table_cache_stays_within_its_budget(monkeypatch):
+    p = lo.Logistic()
+    y = jnp.linspace(-5, 5, 11)[:, None]
+    one = lo.transport_map(p, jnp.asarray([0.1, 0.9]))
+    table = one.standard.A.nbytes + one.standard.B.nbytes
+    monkeypatch.setattr(lo.transport, "_CACHE_BYTES", 2 * table + 100)
+    maps = [lo.transport_map(p, jnp.asarray([0.1 * i, 1.0])) for i in range(2, 6)]
+    cache = lo.transport._CACHE
+    assert sum(x.nbytes for v in cache.values() for x in v) <= 2 * table + 100
+    # Evicted or not, every map is the map of its own weights.
+    fresh = jax.jit(lambda w: lo.transport_map(p, w, method="fft"))  # traced: no cache
+    for i, T in zip(range(2, 6), maps, strict=True):
+        np.testing.assert_allclose(
+            T(y), fresh(jnp.asarray([0.1 * i, 1.0]))(y), rtol=1e-5, atol=1e-5
+        )
