@@ -384,6 +384,46 @@ def check_fit_many_devices():
             raise AssertionError(f"fit(mesh=...) accepted bad {name}")
 
 
+def check_auto_method_on_any_mesh():
+    """``method="auto"`` is the same method with and without a mesh (pursuit at d >= 33): the
+    same frame (k, layers, basis) on one device and on the mesh, with Auto axes and with the
+    Explicit axes that ``jax.make_mesh`` gives by default, and samples of the same law; and the
+    debiased method runs on an Explicit mesh (its covariance contraction used to be refused)."""
+    n = MESH.size
+    explicit = jax.make_mesh((n,), ("data",))
+    assert explicit.axis_types == (AxisType.Explicit,), explicit.axis_types
+    rng = np.random.default_rng(2)  # 4 spiked directions carry 6 clusters, d = 40
+    d, rows = 40, 4000 - 4000 % n
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    z = rng.standard_normal((rows, d))
+    z[:, :4] = 2.0 * z[:, :4] + 4.0 * rng.standard_normal((6, 4))[rng.integers(6, size=rows)]
+    codes = (z @ q.T).astype(np.float32)
+    kw = {"steps": 20, "batch_size": 32, "log_every": 10}
+    assert aeot.resolve_method("auto", 40, mesh=MESH) == "pursuit"
+    alone = aeot.fit(jax.random.key(2), codes, **kw)
+    assert alone.k >= 2, alone.k  # a learned block: the mesh has something to train
+    samples = np.asarray(alone.sample(jax.random.key(3), 4000))
+    basis = np.asarray(alone.frame.basis[:, : alone.k])
+    for mesh, what in ((MESH, "Auto axes"), (explicit, "Explicit axes")):
+        t0 = time.perf_counter()
+        on = aeot.fit(jax.random.key(2), codes, mesh=mesh, **kw)
+        _log(f"  pursuit on {n} devices, {what}: {time.perf_counter() - t0:.1f} s")
+        assert on.k == alone.k and len(on.frame.layers) == len(alone.frame.layers), what
+        np.testing.assert_array_equal(np.asarray(on.frame.basis), np.asarray(alone.frame.basis))
+        other = np.asarray(on.sample(jax.random.key(3), 4000))
+        assert np.all(np.isfinite(other)), what
+        for j in range(alone.k):  # the learned block's marginals agree
+            a, b = np.sort(samples @ basis[:, j]), np.sort(other @ basis[:, j])
+            grid = np.concatenate([a, b])
+            ks = np.max(np.abs(np.searchsorted(a, grid) - np.searchsorted(b, grid))) / len(a)
+            assert ks < 0.1, (what, j, ks)
+        _log(f"  pursuit on {n} devices, {what}: same frame, block marginals agree")
+    small = {"steps": 4, "batch_size": 16, "potential": SMALL, "log_every": 4}
+    deb = aeot.fit(jax.random.key(3), _codes(32 * n), mesh=explicit, method="debiased", **small)
+    assert np.all(np.isfinite(deb.history["loss"]))
+    _log("  debiased on an Explicit mesh ok")
+
+
 if __name__ == "__main__":
     start = time.perf_counter()
     if SECTION == "ops":
@@ -391,6 +431,7 @@ if __name__ == "__main__":
     elif SECTION == "fit":
         check_fit_one_device()
         check_fit_many_devices()
+        check_auto_method_on_any_mesh()
     else:
         raise SystemExit(f"unknown section {SECTION!r}; use 'ops' or 'fit'")
     print(f"OK {SECTION} ({NUM_DEVICES} devices, {time.perf_counter() - start:.0f} s)")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from latentot import priors as _priors
@@ -190,9 +190,10 @@ def resolve_method(method: str, dim: int, *, prior: Any = None, mesh: Mesh | Non
     Returns:
       ``method`` itself, or for ``"auto"``: ``"minibatch"`` when ``dim <=``
       :data:`AUTO_MINIBATCH_MAX_DIM`; ``"pursuit"`` when ``dim >=``
-      :data:`AUTO_PURSUIT_MIN_DIM`, the prior is the standard Gaussian and there is no mesh
-      (the frame needs a rotation-invariant prior and fits on one device); else
-      ``"debiased"``.
+      :data:`AUTO_PURSUIT_MIN_DIM` and the prior is the standard Gaussian (the frame needs a
+      rotation-invariant prior), with or without a mesh of this process's devices (the frame
+      is found on the host, its learned block trains data-parallel on the mesh); else
+      ``"debiased"`` (also on a mesh that spans several processes).
 
     Raises:
       ValueError: an unknown ``method``.
@@ -200,12 +201,17 @@ def resolve_method(method: str, dim: int, *, prior: Any = None, mesh: Mesh | Non
     if method == "auto":
         if dim <= AUTO_MINIBATCH_MAX_DIM:
             return "minibatch"
-        if dim >= AUTO_PURSUIT_MIN_DIM and mesh is None and _is_standard_gaussian(prior):
+        if dim >= AUTO_PURSUIT_MIN_DIM and _is_standard_gaussian(prior) and _one_process(mesh):
             return "pursuit"
         return "debiased"
     if method not in (*METHODS, "pursuit"):
         raise ValueError(f"method must be one of {('auto', *METHODS, 'pursuit')}, got {method!r}")
     return method
+
+
+def _one_process(mesh: Mesh | None) -> bool:
+    """No mesh, or a mesh whose devices all belong to this process."""
+    return mesh is None or all(d.process_index == jax.process_index() for d in mesh.devices.flat)
 
 
 def _is_standard_gaussian(prior) -> bool:
@@ -416,8 +422,12 @@ def fit(
     method = resolve_method(method, dim, prior=prior, mesh=mesh)
     if method == "pursuit" and not _is_standard_gaussian(prior):
         raise ValueError(f'method="pursuit" needs the prior Gaussian(0, 1), got {prior!r}')
-    if method == "pursuit" and mesh is not None:
-        raise ValueError('method="pursuit" does not support mesh=; use method="debiased"')
+    if method == "pursuit" and not _one_process(mesh):
+        raise ValueError(
+            'method="pursuit" needs a mesh of this process\'s devices (its frame is found on '
+            'the host); use method="debiased" across processes'
+        )
+    mesh = _auto_axes(mesh)
     prior = _priors.Gaussian() if prior is None else prior
 
     # The box: the sampler of the codes' logits, mapped back by the logistic function.
@@ -430,7 +440,7 @@ def fit(
             )
 
     if method == "pursuit":
-        sampler = _fit_pursuit(rng, codes, validation_codes, training)
+        sampler = _fit_pursuit(rng, codes, validation_codes, mesh, training)
     else:
         sampler = _fit_potential(rng, codes, method, prior, validation_codes, mesh, training)
     if box is None:
@@ -521,7 +531,7 @@ def _fit_potential(rng, codes, method, prior, validation_codes, mesh, training) 
             )
 
     k_init, k_train = jax.random.split(rng)
-    k_moment = jax.random.fold_in(rng, 2**31 - 2)
+    k_moment = jax.random.fold_in(rng, MOMENT_KEY)
     module = _build_potential(t.potential, codes, prior, spread, k_init, method)
     if getattr(module, "dim", dim) != dim:
         raise ValueError(f"potential has dimension {module.dim}, the codes {dim}")
@@ -625,6 +635,9 @@ def _train_loop(trainer, state, history, codes, validation_codes, mesh, t, check
 #: Prior draws that measure the learned map's pushed moments (:func:`_moment_corrected`).
 MOMENT_DRAWS = 65_536
 
+#: The fit key is folded with this to draw them.
+MOMENT_KEY = 2**31 - 2
+
 
 def _moment_corrected(sampler: Sampler, codes, rng) -> Sampler:
     """The debiased sampler followed by its moment correction
@@ -692,9 +705,11 @@ def _to_logits(name, y, box) -> np.ndarray:
     return (np.log(u) - np.log1p(-u)).astype(dtype)
 
 
-def _fit_pursuit(rng, codes, validation_codes, training: _Training) -> Sampler:
-    """``method="pursuit"``: the frame of :func:`~latentot.aeot.pursuit.find_frame`, and the
-    ``"debiased"`` method on its k-dimensional block (when k ≥ 2)."""
+def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sampler:
+    """``method="pursuit"``: the frame of :func:`~latentot.aeot.pursuit.find_frame` (on the
+    host, from every code), and the ``"debiased"`` method on its k-dimensional block (when
+    k ≥ 2), data-parallel over ``mesh`` when one is given (the block's training rows are then
+    cut to a multiple of the device count; the frame is the same as without a mesh)."""
     _, spread = _check_codes("codes", codes, training.batch_size or 1, None)
     if spread == 0:
         raise ValueError(_ZERO_SPREAD)
@@ -726,11 +741,16 @@ def _fit_pursuit(rng, codes, validation_codes, training: _Training) -> Sampler:
         return Sampler(None, _priors.Gaussian(), None, history, frame=frame)
     basis = np.asarray(frame.basis[:, : frame.k], np.float64)
     mean = np.asarray(frame.mean, np.float64)
-    block = _pursuit.project(codes_np, mean, basis, rows=fit_idx).astype(codes_np.dtype)
+    rows = np.arange(n) if fit_idx is None else fit_idx
+    devices = 1 if mesh is None else mesh.size
+    rows = rows[: len(rows) - len(rows) % devices]
+    block = _pursuit.project(codes_np, mean, basis, rows=rows).astype(codes_np.dtype)
     inner_val = _pursuit.project(held_out, mean, basis).astype(codes_np.dtype)
+    if len(inner_val) < 4 or mesh is not None:
+        inner_val = None
     changes = {}
     if training.batch_size is not None:  # valid for the N codes; the block has fewer
-        changes["batch_size"] = min(training.batch_size, len(block))
+        changes["batch_size"] = min(training.batch_size, len(block) // devices)
     if training.potential is None and frame.k <= PURSUIT_BLOCK_CURVATURE_MAX_DIM:
         changes["potential"] = {"curvature": True}
     inner = _fit_potential(
@@ -738,10 +758,12 @@ def _fit_pursuit(rng, codes, validation_codes, training: _Training) -> Sampler:
         block,
         "debiased",
         _priors.Gaussian(),
-        inner_val if len(inner_val) >= 4 else None,
-        None,
+        inner_val,
+        mesh,
         dataclasses.replace(training, **changes),
     )
+    if mesh is not None:  # the moment correction that the fit without a mesh makes
+        inner = _moment_corrected(inner, block, jax.random.fold_in(k_fit, MOMENT_KEY))
     history = (inner.history or {}) | history
     if inner.frame is not None:  # the inner fit's moment correction, in the block's coordinates
         frame = dataclasses.replace(frame, block=inner.frame.block)
@@ -844,6 +866,21 @@ def _finite_and_spread(codes):
 # Placement on a mesh (multi-process safe: arrays are assembled from host data per device).
 
 
+def _auto_axes(mesh: Mesh | None) -> Mesh | None:
+    """``mesh`` with every axis of type Auto (the same devices and axis names).
+
+    ``jax.make_mesh`` gives Explicit axes by default, under which the codes' covariance (a
+    contraction over the sharded rows) and ott-jax's solvers have no defined output sharding;
+    the training only needs the data axis, so ``fit`` uses the Auto-typed copy.
+    """
+    if mesh is None:
+        return None
+    types = getattr(mesh, "axis_types", None)
+    if types is not None and all(t == AxisType.Auto for t in types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
+
+
 def _shard_codes(codes, mesh: Mesh) -> jax.Array:
     """``codes`` [N, d] sharded by rows over all axes of ``mesh``.
 
@@ -858,7 +895,7 @@ def _shard_codes(codes, mesh: Mesh) -> jax.Array:
             "drop or add rows so that N is a multiple of the device count"
         )
     if isinstance(codes, jax.Array):
-        if codes.sharding.is_equivalent_to(sharding, codes.ndim):
+        if codes.sharding == sharding:
             return codes
         return jax.device_put(codes, sharding)
     host = np.asarray(codes)
