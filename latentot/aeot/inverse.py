@@ -124,7 +124,7 @@ def solve_inverse(
     tolerance: float | jax.Array,
     iterations: int,
     jacobian_inverse: jax.Array | None = None,
-    robust: bool = True,
+    passes: str = "all",
 ) -> jax.Array:
     """Solves ``∇φ(x) = y`` row by row in three passes; only the rows left over pay for more.
 
@@ -134,9 +134,8 @@ def solve_inverse(
     2. The rows whose residual ``‖∇φ(x) − y‖ / √k`` is still above ``tolerance``, in chunks of
        :data:`RETRY_CHUNK`: quasi-Newton again (:data:`RETRY_STEPS` steps) from their best point,
        starting from the Hessian there.
-    3. With ``robust``, the rows still above it, in chunks of :data:`ROBUST_CHUNK`:
-       :func:`newton_inverse` from all ``starts`` and the row's best point (``iterations``
-       steps).
+    3. The rows still above it, in chunks of :data:`ROBUST_CHUNK`: :func:`newton_inverse` from
+       all ``starts`` and the row's best point (``iterations`` steps).
 
     A pass keeps a row's new point only where its residual is smaller. Passes 2 and 3 loop over
     the rows that need them (``lax.while_loop``), so a batch whose rows all converge in pass 1
@@ -149,11 +148,15 @@ def solve_inverse(
       tolerance: a row is done when its residual ``‖∇φ(x) − y‖ / √k`` is at most this.
       iterations: Newton steps of pass 3 (static); 0 returns the better of ``starts[:2]``.
       jacobian_inverse: ``[k, k]``, an approximate inverse of ∇²φ for every row, or ``None``.
-      robust: run pass 3 (static). Its program is the largest part of the compilation.
+      passes: ``"all"``; ``"fast"``: passes 1 and 2 only; ``"robust"``: pass 3 only, on every
+        row at once (static). Pass 3's program is the largest part of the compilation, so a
+        caller on the host can run ``"fast"`` and then ``"robust"`` on the rows left over.
 
     Returns:
       ``[n, k]``: per row, the point of smallest residual found.
     """
+    if passes not in ("all", "fast", "robust"):
+        raise ValueError(f"passes must be 'all', 'fast' or 'robust', got {passes!r}")
     n, k = y.shape
     grad = jax.vmap(jax.grad(phi))
     tol2 = jnp.asarray(tolerance, y.dtype) ** 2 * k
@@ -167,6 +170,8 @@ def solve_inverse(
     r2 = jnp.minimum(r0, r1)
     if iterations == 0 or n == 0:
         return x
+    if passes == "robust":
+        return newton_inverse(phi, y, starts, iterations)
     if jacobian_inverse is None:
         binv = hessian_inverse(phi, x)
     else:
@@ -182,7 +187,7 @@ def solve_inverse(
         return xs, residual2(xs, y[rows])
 
     x, r2 = _over_pending(retry, x, r2, tol2, min(n, RETRY_CHUNK))
-    if robust:
+    if passes == "all":
         x, r2 = _over_pending(robust_pass, x, r2, tol2, min(n, ROBUST_CHUNK))
     return x
 

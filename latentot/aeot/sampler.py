@@ -183,11 +183,9 @@ class Sampler:
         y = y.astype(inner)
         table = _cached_table(self, jnp.dtype(inner))
         if table is None or isinstance(y, jax.core.Tracer):  # one program, all passes
-            x, info = _inverse_jit(self, y, table, iterations, rtol, robust=True)
-        else:  # the robust pass compiled and run only when some codes need it
-            x, info = _inverse_jit(self, y, table, iterations, rtol, robust=False)
-            if iterations and not bool(jnp.all(info.converged)):
-                x, info = _resolve(self, y, x, info, table, iterations, rtol)
+            x, info = _inverse_jit(self, y, table, iterations, rtol, passes="all")
+        else:
+            x, info = _inverse_host(self, y, table, iterations, rtol)
         x = cast_back(x, dtype)
         return (x, info) if return_info else x
 
@@ -238,16 +236,47 @@ def _sample_jit(sampler: Sampler, rng: jax.Array, n: int, dtype) -> jax.Array:
     return _map(sampler, z)
 
 
+def _inverse_host(sampler: Sampler, y, table, iterations: int, rtol: float):
+    """The inverse called on the host: the rows padded to a bucket size (one compilation
+    serves many batch sizes), and the many-start pass compiled and run only for the rows that
+    need it (:func:`_resolve`)."""
+    flat = y.reshape(-1, sampler.dim)
+    n = flat.shape[0]
+    size = _bucket(n)
+    pad = jnp.zeros((size - n, flat.shape[1]), flat.dtype) if n == 0 else flat[:1]
+    padded = jnp.concatenate([flat, jnp.broadcast_to(pad, (size - n, flat.shape[1]))])
+    x, info = _inverse_jit(sampler, padded, table, iterations, rtol, passes="fast")
+    x, residual = x[:n], info.residual[:n]
+    info = InverseInfo(residual=residual, converged=info.converged[:n], tolerance=info.tolerance)
+    if iterations and not bool(jnp.all(info.converged)):
+        x, info = _resolve(sampler, flat, x, info, table, iterations, rtol)
+    shape = y.shape[:-1]
+    info = InverseInfo(
+        residual=info.residual.reshape(shape),
+        converged=info.converged.reshape(shape),
+        tolerance=info.tolerance,
+    )
+    return x.reshape(y.shape), info
+
+
+def _bucket(n: int) -> int:
+    """The smallest 2ᵏ or 3 · 2ᵏ⁻¹ that is at least ``n`` (and at least 8)."""
+    size = 8
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
 def _resolve(sampler: Sampler, y, x, info, table, iterations: int, rtol: float):
-    """Solves the unconverged rows of ``y`` again with the robust pass, in a batch padded to a
-    power of two (few compilations), and keeps each row's better point."""
+    """Solves the unconverged rows of ``y`` ``[n, d]`` again by the many-start damped Newton, all
+    at once in a batch padded to a :func:`_bucket` size, and keeps each row's better point."""
     d = sampler.dim
     flat_y, flat_x = y.reshape(-1, d), x.reshape(-1, d)
     residual, converged = info.residual.reshape(-1), info.converged.reshape(-1)
     bad = np.flatnonzero(~np.asarray(converged))
-    size = max(ROBUST_BUCKET, 1 << int(bad.size - 1).bit_length())
+    size = _bucket(bad.size)
     rows = np.concatenate([bad, np.full(size - bad.size, bad[0])])
-    x2, info2 = _inverse_jit(sampler, flat_y[rows], table, iterations, rtol, robust=True)
+    x2, info2 = _inverse_jit(sampler, flat_y[rows], table, iterations, rtol, passes="robust")
     better = info2.residual[: bad.size] < residual[bad]
     flat_x = flat_x.at[bad].set(jnp.where(better[:, None], x2[: bad.size], flat_x[bad]))
     residual = residual.at[bad].set(jnp.minimum(info2.residual[: bad.size], residual[bad]))
@@ -259,12 +288,8 @@ def _resolve(sampler: Sampler, y, x, info, table, iterations: int, rtol: float):
     return flat_x.reshape(x.shape), info
 
 
-#: The smallest batch of :func:`_resolve` (its batches are powers of two).
-ROBUST_BUCKET = 8
-
-
-@functools.partial(jax.jit, static_argnames=("iterations", "rtol", "robust"))
-def _inverse_jit(sampler: Sampler, y: jax.Array, table, iterations: int, rtol: float, robust: bool):
+@functools.partial(jax.jit, static_argnames=("iterations", "rtol", "passes"))
+def _inverse_jit(sampler: Sampler, y: jax.Array, table, iterations: int, rtol: float, passes: str):
     d = sampler.dim
     flat = y.reshape(-1, d)
     if table is None:  # a traced sampler (inside a user's jit): no host cache
@@ -280,7 +305,7 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, table, iterations: int, rtol: f
         inner = jnp.log(u) - jnp.log1p(-u)
     frame = sampler.frame
     if frame is None:
-        x = _invert_learned(sampler, inner, anchors, images, iterations, inner_tol, robust)
+        x = _invert_learned(sampler, inner, anchors, images, iterations, inner_tol, passes)
     else:
         q = frame.basis.astype(flat.dtype)
         a = (inner - frame.mean.astype(flat.dtype)) @ q
@@ -289,7 +314,7 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, table, iterations: int, rtol: f
             v = a[:, : frame.k]
             v = v if frame.block is None else frame.block.forward(v, inverse=True)
             parts.insert(
-                0, _invert_learned(sampler, v, anchors, images, iterations, inner_tol, robust)
+                0, _invert_learned(sampler, v, anchors, images, iterations, inner_tol, passes)
             )
         x = jnp.concatenate(parts, axis=-1) @ q.T
     residual = jnp.sqrt(jnp.mean((_map(sampler, x) - flat) ** 2, axis=-1))
@@ -352,7 +377,7 @@ def _cached_table(sampler: Sampler, dtype):
     return table
 
 
-def _invert_learned(sampler: Sampler, y, anchors, images, iterations: int, tolerance, robust):
+def _invert_learned(sampler: Sampler, y, anchors, images, iterations: int, tolerance, passes):
     """Solves ``x + ∇D(x) = y`` for rows ``[n, k]`` (:func:`~latentot.aeot.inverse.solve_inverse`)
     from the inverse Bures map and the :data:`INVERSE_STARTS` anchors whose images lie nearest
     to each code."""
@@ -384,7 +409,7 @@ def _invert_learned(sampler: Sampler, y, anchors, images, iterations: int, toler
         tolerance=tolerance,
         iterations=iterations,
         jacobian_inverse=base,
-        robust=robust,
+        passes=passes,
     )
 
 

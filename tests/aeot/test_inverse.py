@@ -181,7 +181,7 @@ def _known_convex_map(k=6, n=64):
 
 @pytest.mark.parametrize("first_jacobian", ["base", "identity", "hessian"])
 def test_passes_recover_a_known_convex_map(first_jacobian):
-    # The same known map: the quasi-Newton passes alone (robust=False) must find every preimage
+    # The same known map: the quasi-Newton passes alone (passes="fast") must find every preimage
     # from starts at the origin and at y, whether the first inverse Jacobian is the quadratic's
     # (a good guess), the identity (a poor one: the retry pass from the Hessian finishes), or
     # the Hessian at the start.
@@ -191,7 +191,7 @@ def test_passes_recover_a_known_convex_map(first_jacobian):
 
     def solve(y, starts):
         return inverse.solve_inverse(
-            phi, y, starts, tolerance=1e-6, iterations=30, jacobian_inverse=guess, robust=False
+            phi, y, starts, tolerance=1e-6, iterations=30, jacobian_inverse=guess, passes="fast"
         )
 
     x = jax.jit(solve)(y, starts)
