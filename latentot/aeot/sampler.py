@@ -145,9 +145,10 @@ class Sampler:
         from the prior draws (anchors) whose images lie nearest, each code stopping once
         converged, and the codes left over by the many-start damped Newton of ``iterations``
         steps (see :mod:`latentot.aeot.inverse`). The anchors' images are computed once per
-        sampler state (and inside the program when the sampler itself is traced). Called
-        outside ``jax.jit``, the many-start pass is compiled and run only when some codes need
-        it. Jittable and vmappable; the result is finite for finite codes.
+        sampler state and kept on the host; a sampler passed to ``jax.jit`` as an argument is
+        traced, and its program then computes them in every call (close over the sampler to
+        keep them). Called outside ``jax.jit``, the many-start pass is compiled and run only
+        when some codes need it. Jittable and vmappable; the result is finite for finite codes.
 
         The potential need not be convex, so a code may have no exact preimage (between the
         map's clusters, or far outside the codes): the result is then the point of smallest
