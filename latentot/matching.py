@@ -71,7 +71,8 @@ class LatentMap(Protocol):
 def _through_latent_map(*latents: str):
     """Decorator: with a :class:`LatentMap` as ``prior``, the operation acts on the noise.
 
-    The arguments named ``latents`` are mapped to noise by ``inverse_transport``, the
+    The arguments named ``latents`` are mapped to noise by ``inverse_transport`` (all of them
+    in one call: each code is inverted once, whatever the operation then makes of it), the
     operation runs with the map's prior, and its result is mapped back by ``transport``.
     """
 
@@ -84,15 +85,32 @@ def _through_latent_map(*latents: str):
             latent_map = bound.arguments["prior"]
             if not isinstance(latent_map, LatentMap):
                 return fn(*args, **kwargs)
-            for name in latents:
-                codes = _checks.latent(name, bound.arguments[name])
-                bound.arguments[name] = latent_map.inverse_transport(codes)
+            codes = [_checks.latent(name, bound.arguments[name]) for name in latents]
+            for name, noise in zip(latents, _inverse_once(latent_map, codes), strict=True):
+                bound.arguments[name] = noise
             bound.arguments["prior"] = latent_map.prior
             return latent_map.transport(fn(*bound.args, **bound.kwargs))
 
         return wrapped
 
     return wrap
+
+
+def _inverse_once(latent_map, codes: list[jax.Array]) -> list[jax.Array]:
+    """``inverse_transport`` of every array of ``codes`` ``[..., d]`` through one call on their
+    rows stacked (one program and one pass over the map's tables); arrays of different last
+    dimensions or dtypes are inverted one by one (the map reports their errors)."""
+    if (
+        len(codes) == 1
+        or len({(c.shape[-1], c.dtype) for c in codes}) > 1
+        or not codes[0].shape[-1]
+    ):
+        return [latent_map.inverse_transport(c) for c in codes]
+    d = codes[0].shape[-1]
+    flat = jnp.concatenate([c.reshape(-1, d) for c in codes])
+    noise = latent_map.inverse_transport(flat)
+    splits = np.cumsum([c.size // d for c in codes])[:-1]
+    return [part.reshape(c.shape) for part, c in zip(jnp.split(noise, splits), codes, strict=True)]
 
 
 @_through_latent_map("z0", "z1")

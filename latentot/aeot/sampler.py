@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from latentot import _checks
 from latentot._promotion import cast_back, compute_dtype
-from latentot.aeot.inverse import InverseInfo, newton_inverse
+from latentot.aeot.inverse import InverseInfo, solve_inverse
 from latentot.aeot.potential import Potential
 
 __all__ = ["Sampler"]
@@ -141,10 +143,14 @@ class Sampler:
         """Maps codes back to noise, ``T⁻¹``: ``[..., d] → [..., d]`` (a single code ``[d]`` too).
 
         The frame's linear and layer parts are inverted exactly; the learned map ``x + ∇D(x)``
-        (the whole map without a frame) by damped Newton from the inverse of its Bures base and
-        from the prior draws whose images lie nearest, ``iterations`` steps (see
-        :mod:`latentot.aeot.inverse`). Jittable and vmappable; the
-        result is finite for finite codes.
+        (the whole map without a frame) by quasi-Newton from the inverse of its Bures base and
+        from the prior draws (anchors) whose images lie nearest, each code stopping once
+        converged, and the codes left over by the many-start damped Newton of ``iterations``
+        steps (see :mod:`latentot.aeot.inverse`). The anchors' images are computed once per
+        sampler state and kept on the host; a sampler passed to ``jax.jit`` as an argument is
+        traced, and its program then computes them in every call (close over the sampler to
+        keep them). Called outside ``jax.jit``, the many-start pass is compiled and run only
+        when some codes need it. Jittable and vmappable; the result is finite for finite codes.
 
         The potential need not be convex, so a code may have no exact preimage (between the
         map's clusters, or far outside the codes): the result is then the point of smallest
@@ -155,22 +161,34 @@ class Sampler:
           codes: ``[..., d]`` latent codes.
           return_info: also return an :class:`~latentot.aeot.inverse.InverseInfo` (per-code
             residual ``‖T(x) − y‖ / √d``, ``converged`` mask, tolerance).
-          iterations: Newton steps (static int >= 0).
+          iterations: steps of the many-start damped Newton (static int >= 0); 0 returns the
+            better start of each code without a solve.
           rtol: a code converged when its residual is at most ``rtol`` times the codes'
-            root-mean-square standard deviation.
+            root-mean-square standard deviation; both in the codes' units (for a sampler with
+            ``bounds``, in the box: the spread of the sampler's own samples there).
 
         Returns:
           Noise ``[..., d]``, or ``(noise, info)`` with ``return_info``.
 
         Raises:
-          ValueError: codes of another last dimension than d, of rank 0, or not real.
+          ValueError: codes of another last dimension than d, of rank 0, or not real; a
+            negative ``iterations`` or ``rtol``.
         """
         y = _checks.latent("codes", codes)
         if y.shape[-1] != self.dim:
             raise ValueError(f"codes must have shape [..., {self.dim}], got {y.shape}")
         iterations = _checks.check_positive_int("iterations", iterations, minimum=0)
+        rtol = float(rtol)
+        if not 0.0 <= rtol < float("inf"):
+            raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
         dtype = y.dtype
-        x, info = _inverse_jit(self, y.astype(compute_dtype(dtype)), iterations, float(rtol))
+        inner = compute_dtype(dtype)
+        y = y.astype(inner)
+        table = _cached_table(self, jnp.dtype(inner))
+        if table is None or isinstance(y, jax.core.Tracer):  # one program, all passes
+            x, info = _inverse_jit(self, y, table, iterations, rtol, passes="all")
+        else:
+            x, info = _inverse_host(self, y, table, iterations, rtol)
         x = cast_back(x, dtype)
         return (x, info) if return_info else x
 
@@ -221,10 +239,68 @@ def _sample_jit(sampler: Sampler, rng: jax.Array, n: int, dtype) -> jax.Array:
     return _map(sampler, z)
 
 
-@functools.partial(jax.jit, static_argnames=("iterations", "rtol"))
-def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
+def _inverse_host(sampler: Sampler, y, table, iterations: int, rtol: float):
+    """The inverse called on the host: the rows padded to a bucket size (one compilation
+    serves many batch sizes), and the many-start pass compiled and run only for the rows that
+    need it (:func:`_resolve`)."""
+    flat = y.reshape(-1, sampler.dim)
+    n = flat.shape[0]
+    size = _bucket(n)
+    pad = jnp.zeros((size - n, flat.shape[1]), flat.dtype) if n == 0 else flat[:1]
+    padded = jnp.concatenate([flat, jnp.broadcast_to(pad, (size - n, flat.shape[1]))])
+    x, info = _inverse_jit(sampler, padded, table, iterations, rtol, passes="fast")
+    x, residual = x[:n], info.residual[:n]
+    info = InverseInfo(residual=residual, converged=info.converged[:n], tolerance=info.tolerance)
+    if iterations and not bool(jnp.all(info.converged)):
+        x, info = _resolve(sampler, flat, x, info, table, iterations, rtol)
+    shape = y.shape[:-1]
+    info = InverseInfo(
+        residual=info.residual.reshape(shape),
+        converged=info.converged.reshape(shape),
+        tolerance=info.tolerance,
+    )
+    return x.reshape(y.shape), info
+
+
+def _bucket(n: int) -> int:
+    """The smallest 2ᵏ or 3 · 2ᵏ⁻¹ that is at least ``n`` (and at least 8)."""
+    size = 8
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def _resolve(sampler: Sampler, y, x, info, table, iterations: int, rtol: float):
+    """Solves the unconverged rows of ``y`` ``[n, d]`` again by the many-start damped Newton, all
+    at once in a batch padded to a :func:`_bucket` size, and keeps each row's better point."""
+    d = sampler.dim
+    flat_y, flat_x = y.reshape(-1, d), x.reshape(-1, d)
+    residual, converged = info.residual.reshape(-1), info.converged.reshape(-1)
+    bad = np.flatnonzero(~np.asarray(converged))
+    size = _bucket(bad.size)
+    rows = np.concatenate([bad, np.full(size - bad.size, bad[0])])
+    x2, info2 = _inverse_jit(sampler, flat_y[rows], table, iterations, rtol, passes="robust")
+    better = info2.residual[: bad.size] < residual[bad]
+    flat_x = flat_x.at[bad].set(jnp.where(better[:, None], x2[: bad.size], flat_x[bad]))
+    residual = residual.at[bad].set(jnp.minimum(info2.residual[: bad.size], residual[bad]))
+    info = InverseInfo(
+        residual=residual.reshape(info.residual.shape),
+        converged=(residual <= info.tolerance).reshape(info.converged.shape),
+        tolerance=info.tolerance,
+    )
+    return flat_x.reshape(x.shape), info
+
+
+@functools.partial(jax.jit, static_argnames=("iterations", "rtol", "passes"))
+def _inverse_jit(sampler: Sampler, y: jax.Array, table, iterations: int, rtol: float, passes: str):
     d = sampler.dim
     flat = y.reshape(-1, d)
+    if table is None:  # a traced sampler (inside a user's jit): no host cache
+        table = _anchor_table(sampler, flat.dtype)
+    anchors, images, scale = table
+    # The learned map's rows stop at a tenth of the reported tolerance (in its own units), so
+    # that the frame's and the box's maps after it keep them within the tolerance.
+    inner_tol = 0.1 * rtol * _inner_scale(sampler)
     inner = flat
     if sampler.bounds is not None:  # the logits that the map before the box produced
         low, high = (b.astype(flat.dtype) for b in sampler.bounds)
@@ -232,7 +308,7 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
         inner = jnp.log(u) - jnp.log1p(-u)
     frame = sampler.frame
     if frame is None:
-        x = _invert_learned(sampler, inner, iterations)
+        x = _invert_learned(sampler, inner, anchors, images, iterations, inner_tol, passes)
     else:
         q = frame.basis.astype(flat.dtype)
         a = (inner - frame.mean.astype(flat.dtype)) @ q
@@ -240,10 +316,12 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
         if frame.k:
             v = a[:, : frame.k]
             v = v if frame.block is None else frame.block.forward(v, inverse=True)
-            parts.insert(0, _invert_learned(sampler, v, iterations))
+            parts.insert(
+                0, _invert_learned(sampler, v, anchors, images, iterations, inner_tol, passes)
+            )
         x = jnp.concatenate(parts, axis=-1) @ q.T
     residual = jnp.sqrt(jnp.mean((_map(sampler, x) - flat) ** 2, axis=-1))
-    tolerance = jnp.asarray(rtol, flat.dtype) * _code_scale(sampler).astype(flat.dtype)
+    tolerance = jnp.asarray(rtol, flat.dtype) * scale.astype(flat.dtype)
     info = InverseInfo(
         residual=residual.reshape(y.shape[:-1]),
         converged=(residual <= tolerance).reshape(y.shape[:-1]),
@@ -255,37 +333,93 @@ def _inverse_jit(sampler: Sampler, y: jax.Array, iterations: int, rtol: float):
 #: Anchor noise points of the inverse's starts (their images are matched to the codes).
 INVERSE_ANCHORS = 4096
 
-#: The inverse starts from the anchors whose images lie nearest to each code, this many, and
-#: from the inverse Bures map; a short screening keeps the best two (see
-#: :func:`~latentot.aeot.inverse.newton_inverse`).
+#: The inverse's last pass starts from the anchors whose images lie nearest to each code, this
+#: many, and from the inverse Bures map (see :func:`~latentot.aeot.inverse.solve_inverse`).
 INVERSE_STARTS = 16
 
+#: Samplers whose anchor tables are kept (:func:`_cached_table`), the most recently used.
+_TABLE_CACHE_SIZE = 8
+_TABLE_CACHE: collections.OrderedDict = collections.OrderedDict()
 
-def _invert_learned(sampler: Sampler, y: jax.Array, iterations: int) -> jax.Array:
-    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]``, from the inverse Bures map and the
-    :data:`INVERSE_STARTS` anchors (fixed prior draws) whose images lie nearest to each code."""
+
+def _anchor_table(sampler: Sampler, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(anchors [N, k], their images x + ∇D(x) [N, k], scale [])``: fixed prior draws of the
+    learned block, and the scale of the residual that :class:`InverseInfo` reports (the codes'
+    root-mean-square standard deviation; for a boxed sampler that of its own samples in the
+    box, the units of its residual)."""
+    k = sampler.k
+    anchors = sampler.prior.sample(jax.random.key(0), (INVERSE_ANCHORS, k), dtype)
+    images = transport(sampler.model, anchors) if k else anchors
+    if sampler.bounds is None:
+        scale = _code_scale(sampler).astype(dtype)
+    else:
+        z = sampler.prior.sample(jax.random.key(1), (INVERSE_ANCHORS, sampler.dim), dtype)
+        scale = jnp.sqrt(jnp.mean(jnp.var(_map(sampler, z), axis=0)))
+    return anchors, images, scale
+
+
+_anchor_table_jit = jax.jit(_anchor_table, static_argnames="dtype")
+
+
+def _cached_table(sampler: Sampler, dtype):
+    """The sampler's :func:`_anchor_table`, computed once per sampler state and dtype (the
+    state's arrays are immutable, so the identity of its leaves is the key); ``None`` for a
+    traced sampler, whose table is then computed inside the caller's program."""
+    leaves, treedef = jax.tree_util.tree_flatten(sampler)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return None
+    key = (treedef, tuple(id(leaf) for leaf in leaves), dtype.name)
+    hit = _TABLE_CACHE.get(key)
+    if hit is not None:
+        _TABLE_CACHE.move_to_end(key)
+        return hit[1]
+    table = _anchor_table_jit(sampler, dtype=dtype)
+    _TABLE_CACHE[key] = (leaves, table)  # holding the leaves keeps their ids unique
+    while len(_TABLE_CACHE) > _TABLE_CACHE_SIZE:
+        _TABLE_CACHE.popitem(last=False)
+    return table
+
+
+def _invert_learned(sampler: Sampler, y, anchors, images, iterations: int, tolerance, passes):
+    """Solves ``x + ∇D(x) = y`` for rows ``[n, k]`` (:func:`~latentot.aeot.inverse.solve_inverse`)
+    from the inverse Bures map and the :data:`INVERSE_STARTS` anchors whose images lie nearest
+    to each code."""
     model = sampler.model
-    k = y.shape[-1]
     x0 = y
+    base = None
     if getattr(model, "base", False):
         a = model.base_matrix[...].astype(y.dtype)
         b = model.base_shift[...].astype(y.dtype)
-        x0 = jnp.linalg.solve(a, (y - b).T).T
+        base = jnp.linalg.inv(a)
+        base = jnp.where(jnp.all(jnp.isfinite(base)), base, jnp.eye(a.shape[0], dtype=a.dtype))
+        x0 = (y - b) @ base.T
         x0 = jnp.where(jnp.isfinite(x0), x0, y)
-    anchors = sampler.prior.sample(jax.random.key(0), (INVERSE_ANCHORS, k), y.dtype)
-    images = transport(model, anchors)
     dist = (
         jnp.sum(y * y, axis=-1, keepdims=True)
         - 2.0 * y @ images.T
         + jnp.sum(images * images, axis=-1)[None, :]
     )
-    _, nearest = jax.lax.top_k(-dist, INVERSE_STARTS)  # [n, S]
+    _, nearest = jax.lax.top_k(-dist, INVERSE_STARTS)  # [n, S], nearest first
     starts = jnp.concatenate([x0[None], jnp.moveaxis(anchors[nearest], 1, 0)])  # [S + 1, n, k]
 
     def phi(v):  # the map x + ∇D(x) is ∇φ
         return 0.5 * jnp.sum(v * v) + model(v).astype(v.dtype)
 
-    return newton_inverse(phi, y, starts, iterations)
+    return solve_inverse(
+        phi,
+        y,
+        starts,
+        tolerance=tolerance,
+        iterations=iterations,
+        jacobian_inverse=base,
+        passes=passes,
+    )
+
+
+def _inner_scale(sampler: Sampler) -> float:
+    """The learned map's codes' root-mean-square standard deviation (1 if unknown), static."""
+    config = sampler.potential_config or {}
+    return float(config.get("output_scale", 1.0))
 
 
 def _code_scale(sampler: Sampler) -> jax.Array:

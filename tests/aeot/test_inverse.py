@@ -91,6 +91,45 @@ def test_boxed_sampler_inverts_through_the_box():
     assert np.all(np.isfinite(np.asarray(x))) and not np.any(np.asarray(info.converged[-2:]))
 
 
+def test_boxed_sampler_tolerance_is_in_the_units_of_its_residual():
+    # The residual of a boxed sampler is measured in the box, so its tolerance must be the
+    # codes' spread in the box too (here the box is narrow: 0.05 wide, the codes' spread in it
+    # far below the spread of the logits). A code a tenth of that spread outside the box has no
+    # preimage: ten times the tolerance away, it must be flagged.
+    sampler, _, y, _ = fitted.clusters()
+    low, high = jnp.full((4,), -0.025), jnp.full((4,), 0.025)
+    boxed = train._with(sampler, bounds=(low, high))
+    own = boxed.sample(jax.random.key(7), 4000)
+    spread = _std(own)
+    assert spread < 0.1 * _std(y)
+    rows = jnp.concatenate([own[:6], (high + 0.1 * spread)[None]])
+    x, info = boxed.inverse_transport(rows, return_info=True)
+    np.testing.assert_allclose(float(info.tolerance), 1e-2 * spread, rtol=0.05)
+    err = np.sqrt(np.mean(np.asarray(boxed.transport(x) - rows) ** 2, axis=-1))
+    np.testing.assert_allclose(np.asarray(info.residual), err, rtol=1e-3, atol=1e-9)
+    assert err[-1] > 5.0 * float(info.tolerance) and not bool(info.converged[-1])
+    assert np.all(np.asarray(info.converged[:-1])) and np.all(err[:-1] <= 1e-2 * spread)
+
+
+def test_the_anchor_table_is_built_once_per_sampler_state():
+    from latentot.aeot import sampler as sampler_module
+
+    sampler = fitted.clusters()[0]
+    f32 = jnp.dtype(jnp.float32)
+    first = sampler_module._cached_table(sampler, f32)
+    assert sampler_module._cached_table(sampler, f32) is first
+    params = jax.tree_util.tree_map(lambda v: v * 1.5, sampler.params)  # new arrays
+    changed = aeot.Sampler(
+        params, sampler.prior, sampler.potential_config, frame=sampler.frame, dim=sampler.dim
+    )
+    table = sampler_module._cached_table(changed, f32)
+    assert table is not first
+    np.testing.assert_array_equal(np.asarray(table[0]), np.asarray(first[0]))  # same anchors
+    images = sampler_module.transport(changed.model, table[0])  # the new map's images
+    np.testing.assert_allclose(np.asarray(table[1]), np.asarray(images), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(table[1]), np.asarray(first[1]), atol=1e-3)
+
+
 def test_shapes_jit_vmap_and_errors():
     sampler, _, y, _ = fitted.clusters()
     one = sampler.inverse_transport(y[0])
@@ -126,4 +165,59 @@ def test_newton_recovers_a_known_convex_map_dense_and_matrix_free(monkeypatch, d
     z = 2.0 * jax.random.normal(jax.random.key(1), (64, k))
     y = jax.vmap(jax.grad(phi))(z)
     x = jax.jit(lambda y: inverse.newton_inverse(phi, y, y, 30))(y)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(z), atol=1e-4)
+
+
+def _known_convex_map(k=6, n=64):
+    b = jax.random.normal(jax.random.key(0), (k, k))
+    a = b @ b.T / k + 0.5 * jnp.eye(k)
+
+    def phi(v):
+        return 0.5 * v @ a @ v + jnp.sum(jnp.log(jnp.cosh(3.0 * v))) / 3.0
+
+    z = 2.0 * jax.random.normal(jax.random.key(1), (n, k))
+    return phi, a, z, jax.vmap(jax.grad(phi))(z)
+
+
+@pytest.mark.parametrize("first_jacobian", ["base", "identity", "hessian"])
+def test_passes_recover_a_known_convex_map(first_jacobian):
+    # The same known map: the quasi-Newton passes alone (passes="fast") must find every preimage
+    # from starts at the origin and at y, whether the first inverse Jacobian is the quadratic's
+    # (a good guess), the identity (a poor one: the retry pass from the Hessian finishes), or
+    # the Hessian at the start.
+    phi, a, z, y = _known_convex_map()
+    guess = {"base": jnp.linalg.inv(a), "identity": jnp.eye(6), "hessian": None}[first_jacobian]
+    starts = jnp.stack([jnp.zeros_like(y), y])
+
+    def solve(y, starts):
+        return inverse.solve_inverse(
+            phi, y, starts, tolerance=1e-6, iterations=30, jacobian_inverse=guess, passes="fast"
+        )
+
+    x = jax.jit(solve)(y, starts)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(z), atol=1e-4)
+
+
+def test_quasi_newton_steps_and_the_robust_pass():
+    # broyden_solve from the exact inverse Jacobian at the start converges in a few steps; with
+    # a wrong first Jacobian (its negative) and no retry budget it does not, and the robust pass
+    # of solve_inverse (many-start damped Newton) then finds every preimage.
+    phi, a, z, y = _known_convex_map(n=16)
+    x0 = z + 0.05 * jax.random.normal(jax.random.key(2), z.shape)
+    binv = inverse.hessian_inverse(phi, x0)
+    h = jax.vmap(jax.hessian(phi))(x0)
+    np.testing.assert_allclose(
+        np.asarray(jnp.einsum("nij,njk->nik", binv, h)),
+        np.broadcast_to(np.eye(6), h.shape),
+        atol=1e-3,
+    )
+    x, r2 = inverse.broyden_solve(phi, y, x0, binv, 8, 1e-12)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(z), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(r2), np.sum(np.asarray(jax.vmap(jax.grad(phi))(x) - y) ** 2, -1), atol=1e-8
+    )
+    starts = jnp.stack([jnp.zeros_like(y), 3.0 * y])
+    x = inverse.solve_inverse(
+        phi, y, starts, tolerance=1e-6, iterations=30, jacobian_inverse=-jnp.linalg.inv(a)
+    )
     np.testing.assert_allclose(np.asarray(x), np.asarray(z), atol=1e-4)
