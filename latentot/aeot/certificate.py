@@ -23,9 +23,11 @@ the two point clouds.
 
 The maximum over σ is an exact assignment problem, solved on the host in float64 by SciPy's
 ``linear_sum_assignment``. A permutation splits into disjoint cycles, each of which gains on its
-own; a cycle whose gain is below ``rtol`` × Σ_{i ∈ cycle} ‖x̃ᵢ‖ ‖ỹᵢ‖ is a tie at the rounding
-level of the map (two images equal to the last bits) and is not counted, neither in the gap nor
-in the fraction of points reassigned, so neither number flips with float32 rounding.
+own; a cycle of length L whose gain is at most ``rtol`` × L × r_x r_y, with r_x and r_y the
+root-mean-square norms of the (uncentred) points and images, the size of the values the map
+computed, is a tie at the rounding level of the map (two images equal to the last bits) and is
+not counted, neither in the gap nor in the fraction of points reassigned, so neither number
+flips with float32 rounding.
 
 The entropic Monge gap is ott-jax's ``monge_gap_from_samples`` (squared Euclidean cost ‖x − y‖²,
 ott's ``ent_reg_cost``): M_ε = mean‖xᵢ − T(xᵢ)‖² − W_ε(x, T(x)). ott's entropy term lies between
@@ -118,9 +120,9 @@ def transport_gap(
       monge: also compute ott-jax's entropic Monge gap.
       epsilon: ε of the Monge gap relative to (2/n) max_σ S (> 0).
       max_iterations: the Sinkhorn solver's iteration budget (>= 1).
-      rtol: a cycle of the optimal assignment gaining at most ``rtol`` × Σ‖x̃ᵢ‖‖ỹᵢ‖ over its
-        points is a rounding tie and not counted; default 64 × the machine epsilon of the
-        map's output dtype (at most 1e-3).
+      rtol: a cycle of L points of the optimal assignment gaining at most ``rtol`` × L × the
+        root-mean-square norms of x and T(x) is a rounding tie and not counted; default 64 ×
+        the machine epsilon of the map's output dtype (at most 1e-3).
       space: ``"codes"`` measures the map as the user samples it; ``"logits"`` measures a boxed
         sampler (``fit(bounds=...)``) before its box, the map its potential learned. The box's
         sigmoid is applied coordinate by coordinate after the learned map, and that composition
@@ -137,6 +139,7 @@ def transport_gap(
         has another shape than its input or is not finite.
     """
     n = _checks.check_positive_int("n", n, minimum=2)
+    _check_options(epsilon, max_iterations, rtol)
     if space not in ("codes", "logits"):
         raise ValueError(f"space must be 'codes' or 'logits', got {space!r}")
     for attr in ("prior", "dim", "transport"):
@@ -188,11 +191,9 @@ def transport_gap_from_samples(
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 points, got n = {n}")
-    _checks.check_range("epsilon", epsilon, low=0.0, low_open=True)
-    max_iterations = _checks.check_positive_int("max_iterations", max_iterations)
+    max_iterations = _check_options(epsilon, max_iterations, rtol)
     if rtol is None:
         rtol = min(64.0 * float(jnp.finfo(y.dtype).eps), 1e-3)
-    _checks.check_range("rtol", rtol, low=0.0)
     xh, yh = x.astype(np.float64), y.astype(np.float64)
     if not (np.all(np.isfinite(xh)) and np.all(np.isfinite(yh))):
         raise ValueError("x and T(x) must be finite (the map returned inf or NaN)")
@@ -213,6 +214,14 @@ def transport_gap_from_samples(
     )
 
 
+def _check_options(epsilon, max_iterations, rtol) -> int:
+    """Raises ``ValueError`` naming a bad option; returns ``max_iterations`` as an int."""
+    _checks.check_range("epsilon", epsilon, low=0.0, low_open=True)
+    if rtol is not None:
+        _checks.check_range("rtol", rtol, low=0.0)
+    return _checks.check_positive_int("max_iterations", max_iterations)
+
+
 def _assignment_gap(x: np.ndarray, y: np.ndarray, rtol: float) -> tuple[float, float, float]:
     """(gap, fraction reassigned, max_σ S) of float64 pairs, rounding ties not counted."""
     from scipy.optimize import linear_sum_assignment
@@ -223,7 +232,8 @@ def _assignment_gap(x: np.ndarray, y: np.ndarray, rtol: float) -> tuple[float, f
     sigma = sigma[np.argsort(rows)]
     diag = np.diag(m)
     gain = m[np.arange(len(sigma)), sigma] - diag  # per point; sums to ≥ 0 over each cycle
-    weight = np.linalg.norm(xc, axis=1) * np.linalg.norm(yc, axis=1)
+    # rounding errors of T(x) scale with the values the map computed (uncentred)
+    tie = rtol * np.sqrt(np.mean(np.sum(x * x, 1)) * np.mean(np.sum(y * y, 1)))
     kept_gain, moved = 0.0, 0
     seen = np.zeros(len(sigma), bool)
     for start in np.flatnonzero(sigma != np.arange(len(sigma))):
@@ -236,12 +246,12 @@ def _assignment_gap(x: np.ndarray, y: np.ndarray, rtol: float) -> tuple[float, f
             cycle.append(i)
             i = sigma[i]
         g = float(np.sum(gain[cycle]))
-        if g > rtol * float(np.sum(weight[cycle])):
+        if g > tie * len(cycle):
             kept_gain += g
             moved += len(cycle)
     identity = float(np.sum(diag))
     top = max(identity + kept_gain, 0.0)
-    if top <= rtol * float(np.sum(weight)):  # x or T(x) constant: every assignment is optimal
+    if top <= tie * len(sigma):  # x or T(x) constant: every assignment is optimal
         return 0.0, 0.0, top
     return kept_gain / top, moved / len(sigma), top
 
