@@ -110,7 +110,7 @@ def transport_gap(
     from an optimal map on the pairs (x, T(x)) (:func:`transport_gap_from_samples`). Runs on
     the host (an exact assignment in SciPy), so it is not traceable; its cost is the assignment,
     about O(n³) at worst and much less for a nearly monotone map, and ott's Sinkhorn solve,
-    O(iterations · n² · d); ``monge=False`` skips the latter.
+    O(n² d + iterations · n²); ``monge=False`` skips the latter.
 
     Args:
       sampler: a fitted sampler, or any object with ``prior``, ``dim`` and ``transport`` (noise
