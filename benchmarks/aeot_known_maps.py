@@ -15,7 +15,14 @@ each pair and dimension: 20,000 codes y = T*(x), 4096 fresh test points, and for
   along u (the floor: ≤ 0.05; about 0.009 for two samples of the same law, and 0.14
   for Gaussian marginals, which the identity and linear maps give);
 * the fit time: wall clock and, for latentot's methods, the process CPU time (all threads,
-  compilation included; on a shared machine the CPU time is the fairer measure).
+  compilation included; on a shared machine the CPU time is the fairer measure);
+* how close the fitted map is to *an* optimal map without knowing T*, on 2048 fresh N(0, I)
+  draws (:func:`latentot.aeot.transport_gap_from_samples`, docs/transport_gap.md;
+  ``--gap-points``): ``gap``, the cyclical-monotonicity gap 1 − Σ⟨x̃ᵢ, T̃(xᵢ)⟩ / max_σ
+  Σ⟨x̃ᵢ, T̃(x_σ(i))⟩ (centred; 0 for an optimal map, T* included), ``moved``, the fraction of
+  the points that the optimal assignment reassigns, and ``monge``, ott-jax's entropic Monge
+  gap less its entropic bias, relative to the same scale (between ``gap`` and ``gap`` +
+  0.01 log n).
 
 Methods (the registry :data:`REGISTRY`; a new method is a function ``problem -> Fitted``
 decorated with ``@register("name")``, here or in a module given to ``--plugin``), all in the
@@ -35,10 +42,10 @@ same process on the same codes:
   learnt potential with ε tuned *on the test points* (an optimistic choice for the peer).
 
 Run: ``python benchmarks/aeot_known_maps.py [--dims 2,16,64,128,256,512] [--pairs subspace,...]
-[--methods identity,linear,...] [--plugin my.module] [--codes 20000] [--json out.json]
-[--fit-kwargs '{"batch_size": 1024}']`` (``--fit-kwargs``: keywords for ``aeot.fit`` in the
-``aeot`` methods, to measure a variant against the same peers; the defaults are every pair,
-dimension and registered method).
+[--methods identity,linear,...] [--plugin my.module] [--codes 20000] [--gap-points 2048]
+[--json out.json] [--fit-kwargs '{"batch_size": 1024}']`` (``--fit-kwargs``: keywords for
+``aeot.fit`` in the ``aeot`` methods, to measure a variant against the same peers; the defaults
+are every pair, dimension and registered method).
 """
 
 from __future__ import annotations
@@ -201,7 +208,7 @@ def _chunks(x, size=512):
     return [x[i : i + size] for i in range(0, x.shape[0], size)]
 
 
-def run(pairs, dims, methods, n_codes, n_test, fit_kwargs=None):
+def run(pairs, dims, methods, n_codes, n_test, fit_kwargs=None, gap_points=2048):
     """Every method on every pair and dimension; returns the rows as dicts (and prints them)."""
     rows = []
     for d in dims:
@@ -210,6 +217,7 @@ def run(pairs, dims, methods, n_codes, n_test, fit_kwargs=None):
             _, codes = pair.sample(jax.random.key(1), n_codes)
             x, y = pair.sample(jax.random.key(2), n_test)
             z = jax.random.normal(jax.random.key(3), (20_000, d))
+            xg = jax.random.normal(jax.random.key(4), (gap_points, d))
             bimodal = km.bimodal_directions(pair)
             problem = Problem(codes, x, y, dict(fit_kwargs or {}), {})
             for method in methods:
@@ -228,6 +236,18 @@ def run(pairs, dims, methods, n_codes, n_test, fit_kwargs=None):
                     "cpu_s": cpu_s,
                     "note": fitted.note,
                 }
+                gaps = ""
+                if gap_points:
+                    t0 = time.perf_counter()
+                    g = aeot.transport_gap_from_samples(xg, fitted.transport(xg))
+                    row |= {
+                        "gap": g.gap,
+                        "moved": g.reassigned,
+                        "monge": g.monge_gap_relative,
+                        "gap_s": time.perf_counter() - t0,
+                    }
+                    gaps = f"gap {g.gap:.4f} moved {100 * g.reassigned:4.1f}%  "
+                    gaps += f"monge {g.monge_gap_relative:.4f}  "
                 ks = ""
                 if bimodal.shape[0]:  # the bimodal directions: do the marginals match?
                     row["ks"] = km.marginal_ks(pushed, codes, bimodal)
@@ -235,7 +255,8 @@ def run(pairs, dims, methods, n_codes, n_test, fit_kwargs=None):
                 rows.append(row)
                 print(
                     f"{kind:9s} d={d:<4d} {method:16s} L2-UVP {row['l2_uvp']:8.3f}  "
-                    f"cov {100 * row['cov']:6.1f}%  {ks}fit {fit_s:7.1f} s  cpu {cpu_s:7.1f} s  "
+                    f"cov {100 * row['cov']:6.1f}%  {ks}{gaps}fit {fit_s:7.1f} s  "
+                    f"cpu {cpu_s:7.1f} s  "
                     f"{fitted.note}",
                     flush=True,
                 )
@@ -257,6 +278,9 @@ def main(argv=None):
     parser.add_argument("--codes", type=int, default=20_000)
     parser.add_argument("--test", type=int, default=4096)
     parser.add_argument(
+        "--gap-points", type=int, default=2048, help="points of the maps' gaps (0: skip them)"
+    )
+    parser.add_argument(
         "--fit-kwargs", default="{}", help="JSON dict of aeot.fit keywords for the aeot methods"
     )
     args = parser.parse_args(argv)
@@ -276,7 +300,7 @@ def main(argv=None):
     fit_kwargs = json.loads(args.fit_kwargs)
     if fit_kwargs:
         print(f"aeot methods with fit keywords {fit_kwargs}")
-    rows = run(pairs, dims, methods, args.codes, args.test, fit_kwargs)
+    rows = run(pairs, dims, methods, args.codes, args.test, fit_kwargs, args.gap_points)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"stamp": stamp, "fit_kwargs": fit_kwargs, "rows": rows}, f, indent=1)

@@ -67,3 +67,26 @@ def test_scorer_real_vs_shifted(bench):
     assert good["radius_ks"] == pytest.approx(ref.statistic, abs=2e-3)
     # copying the training codes is memorisation
     assert scorer(train)["memorisation"] < 0.05
+
+
+def test_the_methods_maps_and_their_gaps(bench):
+    """Each method's sample function carries its map; the linear map is optimal (gap 0), RBIG's
+    stack of random rotations is not, and the symmetric whitening colours back exactly."""
+    import jax
+
+    rng = np.random.default_rng(4)
+    d, n = 6, 2000
+    codes = (rng.laplace(size=(n, d)) @ rng.standard_normal((d, d))).astype(np.float32)
+    key = jax.random.key(0)
+    linear, rbig = bench.fit_linear(key, codes), bench.fit_rbig(key, codes, layers=4)
+    z = np.asarray(jax.random.normal(key, (5, d)))
+    np.testing.assert_allclose(linear.transport(z), linear(key, 5), rtol=1e-5, atol=1e-5)
+    assert bench.map_gaps(linear.transport, d, 256)["cm_gap"] == 0.0
+    gaps = bench.map_gaps(rbig.transport, d, 256)
+    assert gaps["cm_gap"] > 0.1 and gaps["reassigned"] > 0.3
+    assert gaps["monge_rel"] >= gaps["cm_gap"] * (1 - 1e-3)
+    mean, w, w_inv = bench._whitening(codes, symmetric=True)
+    np.testing.assert_allclose(w, w.T, atol=1e-10)
+    np.testing.assert_allclose(w @ w_inv, np.eye(d), atol=1e-8)
+    white = (codes - mean) @ w
+    np.testing.assert_allclose(np.cov(white, rowvar=False, bias=True), np.eye(d), atol=1e-5)

@@ -1,6 +1,7 @@
 """AE-OT (Liu et al.): the batch LP, a potential network, training and the latent sampler."""
 
 from latentot.aeot.bures import bures_map
+from latentot.aeot.certificate import TransportGap, transport_gap, transport_gap_from_samples
 from latentot.aeot.checkpoint import load, save
 from latentot.aeot.datasets import eight_gaussians, eight_gaussians_report, w2_exact
 from latentot.aeot.lp import BatchLP, BatchLPSolver, solve_batch
@@ -18,6 +19,7 @@ __all__ += [
     "TrainState",
     "Trainer",
     "TrainingDivergedError",
+    "TransportGap",
     "bures_map",
     "default_optimizer",
     "eight_gaussians",
@@ -26,5 +28,7 @@ __all__ += [
     "load",
     "resolve_method",
     "save",
+    "transport_gap",
+    "transport_gap_from_samples",
     "w2_exact",
 ]
