@@ -370,7 +370,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     defaults = _fit_defaults()
     if isinstance(args.batch_size, _FitDefault):
         method = defaults["method"] if isinstance(args.method, _FitDefault) else args.method
-        method = aeot.resolve_method(method, codes.shape[1])
+        method = aeot.resolve_method(method, codes.shape[1], prior=_make_prior(args.prior))
         # "pursuit" trains its block with the debiased method
         base = "debiased" if method == "pursuit" else method
         batch_size = min(METHOD_DEFAULTS[base]["batch_size"], n)
@@ -436,8 +436,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         progress.close()
     _save_sampler(args, sampler)
     h = sampler.history
-    final = f"final loss {float(h['loss'][-1]):.4g}" if h and len(h.get("loss", ())) else ""
-    print(f"saved AE-OT sampler to {args.out} ({final})")
+    notes = []
+    if h and len(h.get("loss", ())):
+        notes.append(f"final loss {float(h['loss'][-1]):.4g}")
+    if h and "transport_gap" in h:
+        notes.append(
+            f"transport gap {float(h['transport_gap'][0]):.4f}, "
+            f"{100 * float(h['transport_gap_reassigned'][0]):.1f}% reassigned "
+            "(0 for an optimal map)"
+        )
+    print(f"saved AE-OT sampler to {args.out} ({'; '.join(notes)})")
     return 0
 
 

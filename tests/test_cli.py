@@ -83,6 +83,7 @@ def fit_proc(workdir, codes):
     proc = run(*FIT, "--out", "s.aeot", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     assert "saved AE-OT sampler to s.aeot" in proc.stdout
+    assert "transport gap" in proc.stdout  # the certificate that fit records
     assert "Traceback" not in proc.stderr
     return proc
 

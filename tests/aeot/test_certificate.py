@@ -251,3 +251,23 @@ def test_bad_input():
         aeot.transport_gap_from_samples(x[0], x[0])
     with pytest.raises(ValueError, match="real"):
         aeot.transport_gap_from_samples(x.astype(jnp.int32), x.astype(jnp.int32))
+
+
+def test_fit_records_the_certificate_of_its_map():
+    """``fit`` records the gap of the sampler it returns, on CERTIFICATE_POINTS prior draws,
+    equal to a direct call with the same key (pursuit, k = 0: the layers alone)."""
+    from latentot.aeot import train
+
+    rng = np.random.default_rng(0)
+    codes = (rng.laplace(size=(3000, 34)) @ rng.standard_normal((34, 34)) / 6.0).astype(np.float32)
+    key = jax.random.key(1)
+    sampler = aeot.fit(key, codes)
+    direct = aeot.transport_gap(
+        sampler,
+        jax.random.fold_in(key, train.CERTIFICATE_KEY),
+        n=train.CERTIFICATE_POINTS,
+        monge=False,
+    )
+    assert sampler.history["transport_gap"][0] == direct.gap
+    assert sampler.history["transport_gap_reassigned"][0] == direct.reassigned
+    assert 0.0 <= direct.gap < 0.05
