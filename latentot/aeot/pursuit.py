@@ -448,43 +448,6 @@ def _radial_layer(zs, zv, alpha, knots):
 
 SCHEDULE = ("principal", "ica", "radial", "principal")
 
-#: FastICA runs from this many random starts on the ICA layer's codes; the start whose
-#: factorial model fits the held-out codes best (:func:`factorial_log_likelihood`) is kept.
-#: FastICA's fixed point depends on its start, and on natural-image patches one start's
-#: directions scored far worse than another's: the held-out criterion makes the layer depend on
-#: the codes rather than on the fit's key (``benchmarks/README.md``).
-ICA_RESTARTS = 4
-
-
-def factorial_log_likelihood(cs: np.ndarray, cv: np.ndarray, knots: int = 257) -> float:
-    """The mean held-out log-density of the independent-components model.
-
-    Each column's law is the monotone map of :func:`~latentot.aeot.monotone.quantile_map`
-    fitted on ``cs`` ``[n, m]`` (noise N(0, 1) → component); the density of a held-out
-    component c is ``φ(u) du/dc`` with ``u`` its preimage. Returns the mean over the rows of
-    ``cv`` ``[n', m]`` of the summed log-densities (an orthogonal unmixing has Jacobian 1, so
-    the values of different rotations of the same codes compare directly).
-    """
-    g = quantile_map(cs, knots=knots)
-    c = jnp.asarray(cv, jnp.float32)
-    u, du = jax.jvp(g.inverse, (c,), (jnp.ones_like(c),))
-    u, du = np.asarray(u, np.float64), np.asarray(du, np.float64)
-    log_density = -0.5 * u * u - 0.5 * math.log(2.0 * math.pi) + np.log(np.maximum(du, 1e-300))
-    return float(np.mean(np.sum(log_density, axis=1)))
-
-
-def _ica_rotation(zs, zv, seed, knots, restarts=ICA_RESTARTS):
-    """The rotation ``[m, m]`` (columns the directions) of the best of ``restarts`` FastICA
-    runs, judged by :func:`factorial_log_likelihood` on the held-out codes ``zv``."""
-    best, best_score = None, -np.inf
-    for r in range(restarts):
-        w = fast_ica(zs, seed=seed + r)
-        score = factorial_log_likelihood(zs @ w.T, zv @ w.T, knots)
-        if score > best_score:
-            best, best_score = w, score
-    return best.T
-
-
 def _gaussianise(zs, zv, *, alpha, knots, seed):
     """The layers of :data:`SCHEDULE` that Gaussianise the whitened codes zs (codes → noise),
     each tested on the held-out zv; returns ``(layers, [(kind, components mapped)])``."""
@@ -494,7 +457,7 @@ def _gaussianise(zs, zv, *, alpha, knots, seed):
         if kind == "radial":
             layer, zs, zv, n = _radial_layer(zs, zv, alpha, knots)
         else:
-            rot = np.eye(m) if kind == "principal" else _ica_rotation(zs, zv, seed, knots)
+            rot = np.eye(m) if kind == "principal" else fast_ica(zs, seed=seed).T
             layer, zs, zv, n = _marginal_layer(zs, zv, rot, alpha, knots)
         info.append((kind, n))
         if layer is not None:
