@@ -58,6 +58,13 @@ from latentot._promotion import third_party_promotion
 
 __all__ = ["BatchLP", "BatchLPSolver", "solve_batch"]
 
+#: :meth:`BatchLPSolver.for_assignment` raises ε (relative to the mean cost) to at least this
+#: for solves of which only the exact assignment is used.
+ASSIGNMENT_EPSILON = 3e-3
+#: :meth:`BatchLPSolver.for_assignment` caps the Sinkhorn iterations of those solves at this
+#: (the Hungarian step finishes the assignment from whatever duals Sinkhorn reached).
+ASSIGNMENT_MAX_ITERATIONS = 200
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +140,27 @@ class BatchLPSolver:
     def __call__(self, x, y) -> BatchLP:
         """``solve_batch(x, y, **settings)``."""
         return solve_batch(x, y, **dataclasses.asdict(self))
+
+    def for_assignment(self) -> BatchLPSolver:
+        """These settings for solves of which only ``assignment`` is used (the debiased
+        targets of :mod:`latentot.aeot.targets`): ``epsilon`` raised to at least
+        :data:`ASSIGNMENT_EPSILON` and ``max_iterations`` capped at
+        :data:`ASSIGNMENT_MAX_ITERATIONS`.
+
+        The assignment is an optimal permutation whatever the settings (the Hungarian step is
+        exact); they only divide the work between Sinkhorn, whose duals make the Hungarian
+        step cheap, and the Hungarian step. Between point sets in separated clusters (pushed
+        noise once a map has learned the codes' clusters) Sinkhorn at the default ε needs
+        hundreds to thousands of iterations to reach ``threshold``, while the Hungarian step
+        is about as cheap from the duals of the larger ε, which Sinkhorn reaches in a few tens
+        (``benchmarks/aeot_train.py``). The solve's ``phi``, ``psi`` and ``dual_gap`` are
+        those of the looser settings.
+        """
+        return dataclasses.replace(
+            self,
+            epsilon=max(self.epsilon, ASSIGNMENT_EPSILON),
+            max_iterations=min(self.max_iterations, ASSIGNMENT_MAX_ITERATIONS),
+        )
 
 
 def solve_batch(
