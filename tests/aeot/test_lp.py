@@ -340,3 +340,27 @@ def test_for_assignment_is_exact_between_clusters():
     assert 0 < int(lp.iterations) <= ASSIGNMENT_MAX_ITERATIONS
     phi, psi = np.asarray(lp.phi, np.float64), np.asarray(lp.psi, np.float64)
     assert np.max(psi[None, :] - phi[:, None] - c) <= 1e-5 * c.mean()
+
+
+def test_exact_assignment_matches_scipy():
+    """Optimal permutations on random, tied and conflicting costs; a permutation whatever the
+    costs hold."""
+    from latentot.aeot.lp import exact_assignment
+
+    assign = jax.jit(exact_assignment)
+    rng = np.random.default_rng(11)
+    cases = [rng.standard_normal((40, 40)) for _ in range(3)]
+    cases += [rng.integers(0, 3, (40, 40)).astype(float) for _ in range(3)]  # many ties
+    same_column = rng.random((40, 40)) + 1.0
+    same_column[:, 7] = 0.0  # every row's minimum in one column: the start matches one row
+    cases += [same_column, np.ones((40, 40)), rng.standard_normal((5, 5)), np.ones((1, 1))]
+    for c in cases:
+        sigma = np.asarray(assign(jnp.asarray(c, jnp.float32)))
+        m = len(c)
+        np.testing.assert_array_equal(np.sort(sigma), np.arange(m))
+        rows, cols = linear_sum_assignment(c)
+        assert c[np.arange(m), sigma].sum() <= c[rows, cols].sum() + 1e-4
+    bad = rng.standard_normal((40, 40))
+    bad[3, 4], bad[5] = np.nan, np.inf
+    sigma = np.asarray(assign(jnp.asarray(bad, jnp.float32)))
+    np.testing.assert_array_equal(np.sort(sigma), np.arange(40))
