@@ -81,14 +81,7 @@ def bench(d: int, m: int, steps: int) -> tuple[float, float]:
     state0 = trainer.init(jax.random.key(0), potential, Gaussian())
 
     # Ours: the trainer's step, n steps in one jitted fori_loop (fit's chunk).
-    @functools.partial(jax.jit, static_argnums=2)
-    def run(state, codes, n):
-        return jax.lax.fori_loop(0, n, lambda i, s: trainer.step(s, codes)[0], state)
-
-    jax.block_until_ready(run(state0, codes, steps))  # compile
-    t = time.perf_counter()
-    jax.block_until_ready(run(state0, codes, steps))
-    ours = (time.perf_counter() - t) / steps
+    ours = _timed_steps(trainer, state0, codes, steps)
 
     # Reference: host LP + the same jitted regression step.
     graphdef = trainer.graphdef
