@@ -149,10 +149,9 @@ class BatchLPSolver:
         The assignment is an optimal permutation whatever the settings (the Hungarian step is
         exact); they only divide the work between Sinkhorn, whose duals make the Hungarian
         step cheap, and the Hungarian step. Between point sets in separated clusters (pushed
-        noise once a map has learned the codes' clusters) Sinkhorn at the default ε needs
-        hundreds to thousands of iterations to reach ``threshold``, while the Hungarian step
-        is about as cheap from the duals of the larger ε, which Sinkhorn reaches in a few tens
-        (``benchmarks/aeot_train.py``). The solve's ``phi``, ``psi`` and ``dual_gap`` are
+        noise once a map has learned the codes' clusters) Sinkhorn at the default ε is slow
+        to reach ``threshold``, while from the duals of a larger ε, which it reaches soon, the
+        Hungarian step costs little more (``benchmarks/aeot_train.py --debiased``). The solve's ``phi``, ``psi`` and ``dual_gap`` are
         those of the looser settings.
         """
         return dataclasses.replace(
