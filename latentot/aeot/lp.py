@@ -151,8 +151,8 @@ class BatchLPSolver:
         step cheap, and the Hungarian step. Between point sets in separated clusters (pushed
         noise once a map has learned the codes' clusters) Sinkhorn at the default ε is slow
         to reach ``threshold``, while from the duals of a larger ε, which it reaches soon, the
-        Hungarian step costs little more (``benchmarks/aeot_train.py --debiased``). The solve's ``phi``, ``psi`` and ``dual_gap`` are
-        those of the looser settings.
+        Hungarian step costs little more (``benchmarks/aeot_train.py --debiased``). The
+        solve's ``phi``, ``psi`` and ``dual_gap`` are those of the looser settings.
         """
         return dataclasses.replace(
             self,
