@@ -9,12 +9,21 @@ the noise-side dual H by Bellman-Ford relaxation in NumPy over the tight constra
 exact for the optimal assignment), and the same jitted regression update is applied. It pays
 one device round trip per step, as a straightforward implementation of Algorithm 1 would.
 
-Run: ``python benchmarks/aeot_train.py [--steps N] [--quick]``.
+The debiased step (``--debiased``): the step of :func:`latentot.aeot.fit`'s default
+``"debiased"`` trainer (default potential on a Bures base, batch 512), as a ratio to the
+minibatch step above at the same m, d, measured in the same process. Both are timed on the
+state after ``--warmup`` debiased steps on clustered codes (the pushed noise is then clustered
+too, which is where the batch LPs get expensive). The ``plain LPs`` column solves the debiased
+targets' two batch LPs at the solver's own settings instead of
+:meth:`~latentot.aeot.BatchLPSolver.for_assignment` (the same permutations).
+
+Run: ``python benchmarks/aeot_train.py [--steps N] [--quick] [--debiased] [--warmup W]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import time
 
@@ -28,6 +37,7 @@ from scipy.optimize import linear_sum_assignment
 from latentot import Gaussian, aeot
 from latentot._promotion import third_party_promotion
 from latentot.aeot.losses import regression_loss
+from latentot.aeot.train import default_potential
 
 
 def host_lp(x: np.ndarray, y: np.ndarray):
@@ -71,14 +81,7 @@ def bench(d: int, m: int, steps: int) -> tuple[float, float]:
     state0 = trainer.init(jax.random.key(0), potential, Gaussian())
 
     # Ours: the trainer's step, n steps in one jitted fori_loop (fit's chunk).
-    @functools.partial(jax.jit, static_argnums=2)
-    def run(state, codes, n):
-        return jax.lax.fori_loop(0, n, lambda i, s: trainer.step(s, codes)[0], state)
-
-    jax.block_until_ready(run(state0, codes, steps))  # compile
-    t = time.perf_counter()
-    jax.block_until_ready(run(state0, codes, steps))
-    ours = (time.perf_counter() - t) / steps
+    ours = _timed_steps(trainer, state0, codes, steps)
 
     # Reference: host LP + the same jitted regression step.
     graphdef = trainer.graphdef
@@ -115,12 +118,81 @@ def bench(d: int, m: int, steps: int) -> tuple[float, float]:
     return ours, ref
 
 
+@dataclasses.dataclass(frozen=True)
+class PlainSolver:
+    """:func:`~latentot.aeot.solve_batch` at its defaults, without ``for_assignment``."""
+
+    def __call__(self, x, y):
+        return aeot.solve_batch(x, y)
+
+
+def _timed_steps(trainer, state, codes, steps: int) -> float:
+    """Seconds per step of ``trainer`` over ``steps`` steps from ``state`` (one jitted loop)."""
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def run(state, codes, n):
+        return jax.lax.fori_loop(0, n, lambda i, s: trainer.step(s, codes)[0], state)
+
+    jax.block_until_ready(run(state, codes, steps))  # compile
+    t = time.perf_counter()
+    jax.block_until_ready(run(state, codes, steps))
+    return (time.perf_counter() - t) / steps
+
+
+def bench_debiased(d: int, m: int, steps: int, warmup: int) -> dict[str, float]:
+    """ms/step of the minibatch step and of the default debiased step (with and without
+    ``for_assignment``) on clustered codes, from the state after ``warmup`` debiased steps."""
+    k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+    centres = 5.0 * jax.random.normal(k1, (6, d))
+    codes = centres[jax.random.randint(k2, (20_000,), 0, 6)] + jax.random.normal(k3, (20_000, d))
+    spread = float(np.sqrt(np.mean(np.var(np.asarray(codes), axis=0))))
+    kwargs = default_potential("debiased", d) | {"output_scale": spread}
+    potential = aeot.Potential(d, rngs=nnx.Rngs(0), **kwargs)
+    potential.set_base(*aeot.bures_map(codes, Gaussian()))
+    common = {
+        "graphdef": nnx.graphdef(potential),
+        "optimizer": aeot.default_optimizer(1e-3, 1000),
+        "batch_size": m,
+        "scale": spread,
+    }
+    ours = aeot.Trainer(method="debiased", ema_decay=0.998, **common)
+    plain = aeot.Trainer(method="debiased", ema_decay=0.998, lp=PlainSolver(), **common)
+    minibatch = aeot.Trainer(method="minibatch", penalty="vector", **common)
+    state = ours.init(jax.random.key(0), potential, Gaussian())
+    warm = jax.jit(lambda s, c: jax.lax.fori_loop(0, warmup, lambda i, s: ours.step(s, c)[0], s))
+    state = jax.block_until_ready(warm(state, codes))
+    return {
+        "minibatch": 1e3 * _timed_steps(minibatch, state, codes, steps),
+        "debiased": 1e3 * _timed_steps(ours, state, codes, steps),
+        "plain": 1e3 * _timed_steps(plain, state, codes, steps),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parses the arguments and prints ms/step for ours and the reference loop."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="one small configuration")
+    parser.add_argument(
+        "--debiased", action="store_true", help="the debiased step against the minibatch step"
+    )
+    parser.add_argument("--warmup", type=int, default=300, help="debiased steps before timing")
     args = parser.parse_args(argv)
+    if args.debiased:
+        dims = [8] if args.quick else [8, 16, 32]
+        print(
+            f"{'d':>3} {'m':>5} {'minibatch ms':>13} {'debiased ms':>12} {'ratio':>6} "
+            f"{'plain LPs ms':>13} {'ratio':>6}"
+        )
+        for d in dims:
+            r = bench_debiased(d, 512, args.steps, args.warmup)
+            mb = r["minibatch"]
+            print(
+                f"{d:>3} {512:>5} {mb:>13.1f} {r['debiased']:>12.1f} {r['debiased'] / mb:>6.2f} "
+                f"{r['plain']:>13.1f} {r['plain'] / mb:>6.2f}",
+                flush=True,
+            )
+        return
     configs = [(2, 256)] if args.quick else [(2, 256), (2, 512), (16, 512), (2, 1024), (16, 1024)]
     print(f"{'d':>3} {'m':>5} {'ours ms/step':>13} {'reference ms/step':>18} {'speed-up':>9}")
     for d, m in configs:

@@ -19,7 +19,7 @@ Method (:func:`solve_batch`)
    ``psi_j = min_i c_ij + phi_i``. The pair is then feasible up to rounding, and each transform can
    only raise the dual objective for the given other potential, so ``dual`` is a certified lower
    bound on the optimal cost.
-4. The exact assignment: ott's :func:`~ott.tools.unreg.hungarian` (optax's Hungarian algorithm) on
+4. The exact assignment: the Hungarian algorithm (:func:`exact_assignment`) on
    the *reduced* costs ``c_ij + phi_i - psi_j >= 0``. The permutation is the same as on ``C`` (row
    and column shifts do not change which permutation is optimal) but, with near-optimal duals,
    the shortest augmenting path of almost every row ends at its first column, so the Hungarian
@@ -51,12 +51,18 @@ with warnings.catch_warnings():
     from ott.geometry import epsilon_scheduler, geometry
     from ott.problems.linear import linear_problem
     from ott.solvers.linear import acceleration, sinkhorn
-    from ott.tools import unreg
 
 from latentot import _checks
 from latentot._promotion import third_party_promotion
 
 __all__ = ["BatchLP", "BatchLPSolver", "solve_batch"]
+
+#: :meth:`BatchLPSolver.for_assignment` raises ε (relative to the mean cost) to at least this
+#: for solves of which only the exact assignment is used.
+ASSIGNMENT_EPSILON = 3e-3
+#: :meth:`BatchLPSolver.for_assignment` caps the Sinkhorn iterations of those solves at this
+#: (the Hungarian step finishes the assignment from whatever duals Sinkhorn reached).
+ASSIGNMENT_MAX_ITERATIONS = 200
 
 
 @jax.tree_util.register_dataclass
@@ -133,6 +139,26 @@ class BatchLPSolver:
     def __call__(self, x, y) -> BatchLP:
         """``solve_batch(x, y, **settings)``."""
         return solve_batch(x, y, **dataclasses.asdict(self))
+
+    def for_assignment(self) -> BatchLPSolver:
+        """These settings for solves of which only ``assignment`` is used (the debiased
+        targets of :mod:`latentot.aeot.targets`): ``epsilon`` raised to at least
+        :data:`ASSIGNMENT_EPSILON` and ``max_iterations`` capped at
+        :data:`ASSIGNMENT_MAX_ITERATIONS`.
+
+        The assignment is an optimal permutation whatever the settings (the Hungarian step is
+        exact); they only divide the work between Sinkhorn, whose duals make the Hungarian
+        step cheap, and the Hungarian step. Between point sets in separated clusters (pushed
+        noise once a map has learned the codes' clusters) Sinkhorn at the default ε is slow
+        to reach ``threshold``, while from the duals of a larger ε, which it reaches soon, the
+        Hungarian step costs little more (``benchmarks/aeot_train.py --debiased``). The
+        solve's ``phi``, ``psi`` and ``dual_gap`` are those of the looser settings.
+        """
+        return dataclasses.replace(
+            self,
+            epsilon=max(self.epsilon, ASSIGNMENT_EPSILON),
+            max_iterations=min(self.max_iterations, ASSIGNMENT_MAX_ITERATIONS),
+        )
 
 
 def solve_batch(
@@ -334,15 +360,73 @@ def reduced_costs(cost_matrix: jax.Array, phi: jax.Array, psi: jax.Array) -> jax
 def exact_assignment(costs: jax.Array) -> jax.Array:
     """Returns σ [m], an optimal permutation for the square ``costs`` [m, m] (Hungarian).
 
-    Runs ott's :func:`~ott.tools.unreg.hungarian` in the default float dtype (optax's
-    implementation allocates its potentials there).
+    The Hungarian algorithm by shortest augmenting paths (the e-maxx form of optax's
+    ``hungarian_algorithm``, in the default float dtype), started from a partial matching:
+    after subtracting each row's minimum, every row whose zero lies in a column that no
+    earlier row's zero lies in is matched there (a valid start: the duals are feasible and
+    the matched pairs tight), and only the other rows search for augmenting paths. On the
+    reduced costs of near-optimal duals (as :func:`solve_batch` and the debiased targets pass)
+    most rows are matched by that start.
     """
+    costs = costs.astype(jnp.result_type(float))
     m = costs.shape[0]
-    geom = geometry.Geometry(cost_matrix=costs.astype(jnp.result_type(float)))
-    with third_party_promotion():
-        _, out = unreg.hungarian(geom)
-    rows, cols = out.paired_indices[0], out.paired_indices[1]
-    return jnp.zeros(m, dtype=cols.dtype).at[rows].set(cols)
+    if m == 0:
+        return jnp.zeros(0, jnp.int32)
+    # Non-finite costs (from non-finite data) become a finite cost above all others, so that
+    # every search still ends at a free column; the result is then some permutation.
+    finite = jnp.isfinite(costs)
+    top = 2 * jnp.max(jnp.where(finite, jnp.abs(costs), 0)) + 1
+    costs = jnp.where(finite, costs, top)
+    row_min = jnp.min(costs, axis=1)
+    first = jnp.argmin(costs, axis=1).astype(jnp.int32)
+    rows = jnp.arange(m, dtype=jnp.int32)
+    claim = jnp.full(m, m, jnp.int32).at[first].min(rows)  # the first row whose zero is in column j
+    matched = claim[first] == rows
+    # e-maxx arrays, 1-based: parent[j] is the row (1..m) matched to column j (0: free); u[m+1]
+    # absorbs the updates of unused slots.
+    parent = jnp.zeros(m + 1, jnp.int32).at[1:].set(jnp.where(claim < m, claim + 1, 0))
+    u = jnp.zeros(m + 2, costs.dtype).at[1 : m + 1].set(row_min)
+    v = jnp.zeros(m + 1, costs.dtype)
+    inf = jnp.asarray(jnp.inf, costs.dtype)
+
+    def row_fn(state, row):
+        # A matched row runs no step of either loop (a loop's condition, not a lax.cond, whose
+        # branches vmap would both run: a search from a matched row never ends once every
+        # column is taken).
+        u, v, parent = state
+        todo = ~matched[row]
+        parent = parent.at[0].set(row + 1)
+
+        def step(carry):
+            u, v, used, minv, path, col = carry
+            used = used.at[col].set(True)
+            free = ~used[1:]
+            i = parent[col]
+            cur = jnp.where(free, costs[i - 1] - u[i] - v[1:], inf)
+            better = cur < minv
+            path = jnp.where(better, col, path)
+            minv = jnp.where(better, cur, minv)
+            delta = jnp.min(jnp.where(free, minv, inf))
+            nxt = jnp.argmin(jnp.where(free, minv, inf)).astype(jnp.int32) + 1
+            u = u.at[jnp.where(used, parent, m + 1)].add(delta)
+            v = jnp.where(used, v - delta, v)
+            minv = jnp.where(free, minv - delta, minv)
+            return u, v, used, minv, path, nxt
+
+        path, col = jnp.zeros(m, jnp.int32), jnp.int32(0)
+        init = (u, v, jnp.zeros(m + 1, bool), jnp.full(m, inf), path, col)
+        u, v, _, _, path, col = jax.lax.while_loop(lambda c: todo & (parent[c[5]] != 0), step, init)
+
+        def back(carry):
+            parent, col = carry
+            prev = path[col - 1]
+            return parent.at[col].set(parent[prev]), prev
+
+        parent, _ = jax.lax.while_loop(lambda c: todo & (c[1] != 0), back, (parent, col))
+        return (u, v, parent), None
+
+    (_, _, parent), _ = jax.lax.scan(row_fn, (u, v, parent), rows)
+    return jnp.zeros(m, jnp.int32).at[parent[1:] - 1].set(rows)
 
 
 def _marginal_error(out: sinkhorn.SinkhornOutput, m: int) -> jax.Array:

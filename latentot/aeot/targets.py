@@ -75,7 +75,10 @@ def debiased_targets(
     """Debiased targets between pushed noise and codes (all [m, d]).
 
     Args:
-      solver: the batch LP solver, ``solver(a, b)`` with ``.assignment``.
+      solver: the batch LP solver, ``solver(a, b)`` with ``.assignment``; only the
+        assignments are used, so a solver with a ``for_assignment()`` method (as
+        :class:`~latentot.aeot.BatchLPSolver`) is replaced by what that returns (the same
+        optimal permutations, cheaper).
       x: the noise.
       u: ``T(x)``, the pushed noise.
       u_self: ``T(x')`` for independent noise ``x'``.
@@ -91,6 +94,11 @@ def debiased_targets(
       the LP between ``u`` and ``y``, τ the LP between ``u`` and ``u_self``, π the LP between
       ``x`` and ``u``; ``stats["monotone_moved"]`` is the fraction of points π moves.
     """
+    # Only the assignments are used: a solver that offers settings for that (BatchLPSolver's
+    # for_assignment) solves with them; the permutations are the same optimal ones.
+    for_assignment = getattr(solver, "for_assignment", None)
+    if for_assignment is not None:
+        solver = for_assignment()
     to_codes = solver(u, y)
     to_self = solver(u, u_self)
     # Cyclical monotonicity: the LP between the noise and its own images pairs x_i with

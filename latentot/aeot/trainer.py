@@ -113,7 +113,10 @@ class Trainer:
       optimizer: an ``optax.GradientTransformation``.
       lp: the batch LP solver, ``lp(x, y)`` returning an object with ``assignment`` (and ``phi``
         for ``"minibatch"``), default :class:`~latentot.aeot.BatchLPSolver` ``()``; must be
-        jittable and hashable.
+        jittable and hashable. ``"debiased"`` uses only the assignments and solves with the
+        solver's ``for_assignment()`` when it has one
+        (:meth:`~latentot.aeot.BatchLPSolver.for_assignment`: the same optimal permutations,
+        fewer Sinkhorn iterations).
       method: ``"debiased"`` or ``"minibatch"`` (see :mod:`latentot.aeot.targets`).
       batch_size: LP size m (noise and codes per step, per device with a mesh).
       lam: weight λ of the gradient penalty (see :mod:`latentot.aeot.losses`).

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment, linprog
 
-from latentot.aeot import BatchLP, solve_batch
+from latentot.aeot import BatchLP, BatchLPSolver, solve_batch
 
 # Every new shape or static setting costs a compilation (~2 s here), so the small tests share one.
 SMALL = (32, 3)
@@ -304,3 +304,63 @@ def test_diverged_sinkhorn_still_gives_exact_assignment():
     assert np.all(np.isfinite(phi)) and np.all(np.isfinite(psi))
     assert np.max(psi[None, :] - phi[:, None] - c) <= 1e-5 * c.mean()
     assert psi.mean() - phi.mean() <= c[rows, cols].mean() + 1e-5 * c.mean()
+
+
+def test_for_assignment_settings():
+    """Only ε and the iteration cap change, and only towards less Sinkhorn work."""
+    from latentot.aeot.lp import ASSIGNMENT_EPSILON, ASSIGNMENT_MAX_ITERATIONS
+
+    loose = BatchLPSolver(momentum=1.2).for_assignment()
+    assert loose == BatchLPSolver(
+        momentum=1.2, epsilon=ASSIGNMENT_EPSILON, max_iterations=ASSIGNMENT_MAX_ITERATIONS
+    )
+    looser = BatchLPSolver(epsilon=0.1, max_iterations=50)
+    assert looser.for_assignment() == looser
+
+
+def test_for_assignment_is_exact_between_clusters():
+    """Between two samples of the same separated clusters (pushed noise against codes) the
+    assignment of the looser solve is still optimal (scipy), within the iteration cap, and
+    its duals are feasible."""
+    from latentot.aeot.lp import ASSIGNMENT_MAX_ITERATIONS
+
+    m, d = 256, 8
+    rng = np.random.default_rng(5)
+    centres = 6.0 * rng.standard_normal((6, d))
+    x, y = (
+        (centres[rng.integers(0, 6, m)] + rng.standard_normal((m, d))).astype(np.float32)
+        for _ in range(2)
+    )
+    lp = jax.jit(BatchLPSolver().for_assignment())(x, y)
+    c = _cost64(x, y)
+    rows, cols = linear_sum_assignment(c)
+    sigma = np.asarray(lp.assignment)
+    np.testing.assert_array_equal(np.sort(sigma), np.arange(m))
+    assert c[np.arange(m), sigma].mean() <= c[rows, cols].mean() + 1e-6 * c.mean()
+    assert 0 < int(lp.iterations) <= ASSIGNMENT_MAX_ITERATIONS
+    phi, psi = np.asarray(lp.phi, np.float64), np.asarray(lp.psi, np.float64)
+    assert np.max(psi[None, :] - phi[:, None] - c) <= 1e-5 * c.mean()
+
+
+def test_exact_assignment_matches_scipy():
+    """Optimal permutations on random, tied and conflicting costs; a permutation whatever the
+    costs hold."""
+    from latentot.aeot.lp import exact_assignment
+
+    assign = jax.jit(exact_assignment)
+    rng = np.random.default_rng(11)
+    cases = [rng.standard_normal((40, 40)) for _ in range(3)]
+    cases += [rng.integers(0, 3, (40, 40)).astype(float) for _ in range(3)]  # many ties
+    same_column = rng.random((40, 40)) + 1.0
+    same_column[:, 7] = 0.0  # every row's minimum in one column: the start matches one row
+    cases += [same_column, np.ones((40, 40)), rng.standard_normal((5, 5)), np.ones((1, 1))]
+    for c in cases:
+        sigma = np.asarray(assign(jnp.asarray(c, jnp.float32)))
+        m = len(c)
+        np.testing.assert_array_equal(np.sort(sigma), np.arange(m))
+        rows, cols = linear_sum_assignment(c)
+        assert c[np.arange(m), sigma].sum() <= c[rows, cols].sum() + 1e-4
+    bad = rng.standard_normal((40, 40))
+    bad[3, 4], bad[5] = np.nan, np.inf
+    sigma = np.asarray(assign(jnp.asarray(bad, jnp.float32)))
+    np.testing.assert_array_equal(np.sort(sigma), np.arange(40))
