@@ -27,8 +27,14 @@ With ``base = True`` the potential also carries a fixed quadratic, the Bures map
 ``A`` and ``b`` are :class:`Fixed` variables (state, not parameters: the trainer never updates
 them); :func:`~latentot.aeot.fit` sets them to the closed-form Gaussian map of the codes, so the
 heads only learn the non-Gaussian part of the map. With ``A = I`` and ``b = 0`` (their initial
-values) the potential is the plain max-of-heads network. The measurements behind the defaults
-are in ``benchmarks/README.md``.
+values) the potential is the plain max-of-heads network.
+
+The optimal map is the gradient of a convex function, ``T = ∇φ`` with ``φ = ½‖x‖² + D``, but a
+generic network D does not make φ convex, and the learned map can then decrease along a line.
+With ``convex = True`` every head is an input-convex network (non-negative weights after the
+first layer, convex nondecreasing units) and each head's quadratic form in φ is kept positive
+definite, so φ is convex and ``x ↦ x + ∇D(x)`` monotone for every value of the parameters. The
+measurements behind the defaults are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
