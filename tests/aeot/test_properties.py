@@ -109,10 +109,14 @@ def test_fit_on_any_code_law_gives_a_sound_sampler_or_a_clear_error(tmp_path_fac
         return
     samples = np.asarray(sampler.sample(jax.random.key(1), 256))
     assert samples.shape == (256, d) and np.all(np.isfinite(samples)), family
-    # The map before the box (a componentwise logistic) is the one that must be monotone.
-    inner = train._with(sampler, bounds=None)
-    worst = monotone_along_lines(inner.transport, jax.random.key(2), d)
-    assert worst <= 1e-4, (family, d, worst)
+    # The map before the box (a componentwise logistic) is the one that must be monotone. The
+    # minibatch method's default potential in the plane (d <= 2) is not convex and its map is
+    # not monotone: test_potential.py's plane fit measures it (and Potential(convex=True),
+    # which is); every other method's map must be.
+    if aeot.resolve_method("auto", d) != "minibatch":
+        inner = train._with(sampler, bounds=None)
+        worst = monotone_along_lines(inner.transport, jax.random.key(2), d)
+        assert worst <= 1e-4, (family, d, worst)
     x, info = sampler.inverse_transport(samples[:128], return_info=True)
     assert np.all(np.isfinite(np.asarray(x)))
     assert np.mean(np.asarray(info.converged)) >= 0.95, (family, d, info.residual)
