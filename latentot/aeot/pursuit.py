@@ -85,18 +85,12 @@ class LinearLayer:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class AffineLayer:
+class AffineLayer(LinearLayer):
     """``y ↦ y S + c`` with S ``[k, k]`` symmetric positive definite (the learned block's
     moment correction, :func:`moment_correction`, and the complement's re-whitening about the
     stage's mean, :func:`_whitening_layer`)."""
 
-    matrix: jax.Array
-    inverse_matrix: jax.Array
     shift: jax.Array
-
-    @property
-    def forward_dim(self) -> int:
-        return self.matrix.shape[0]
 
     def forward(self, y, inverse=False):
         if inverse:
@@ -447,6 +441,7 @@ def _radial_layer(zs, zv, alpha, knots):
 
 
 SCHEDULE = ("principal", "ica", "radial", "principal")
+
 
 def _gaussianise(zs, zv, *, alpha, knots, seed):
     """The layers of :data:`SCHEDULE` that Gaussianise the whitened codes zs (codes → noise),

@@ -76,13 +76,9 @@ def default_optimizer(
     return optax.adam(schedule, b1=0.5, b2=0.999)
 
 
-def default_schedule(
-    learning_rate: float = 1e-3,
-    steps: int = 1000,
-    final_lr_fraction: float = 0.01,
-    horizon: int | None = None,
-) -> optax.Schedule:
-    """The learning rate of :func:`default_optimizer` as a function of the step."""
+def default_schedule(learning_rate: float, steps: int, final_lr_fraction=0.01, horizon=None):
+    """The learning rate of :func:`default_optimizer` as a function of the step (an
+    ``optax.Schedule``)."""
     decay = steps if horizon is None else min(steps, horizon)
     schedule = optax.cosine_decay_schedule(learning_rate, decay, alpha=final_lr_fraction)
     if decay < steps:
