@@ -141,3 +141,29 @@ def test_monotone_check_catches_a_non_monotone_map():
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+@pytest.mark.slow  # about 3 minutes on 2 cores: three default fits at d = 40-64
+def test_default_map_is_monotone_on_patches_a_scale_mixture_and_a_known_map():
+    """Along 64 random lines through the origin (and 64 through prior draws), t in [-4, 4], the
+    default sampler's map is monotone on natural-image patches (d = 64), a Gaussian scale
+    mixture (d = 40) and the clusters known-map pair (d = 64, a learned block)."""
+    from sklearn.datasets import load_sample_images
+
+    from latentot.aeot.known_maps import known_map
+
+    rng = np.random.default_rng(0)
+    images = [im.mean(-1) / 255.0 for im in load_sample_images().images]
+    rows = []
+    for i in range(20_000):
+        im = images[i % 2]
+        r, c = rng.integers(im.shape[0] - 8), rng.integers(im.shape[1] - 8)
+        rows.append(im[r : r + 8, c : c + 8].ravel())
+    patches = np.asarray(rows) + rng.uniform(0.0, 1.0 / 255.0, (20_000, 64))
+    mixture = rng.standard_normal((20_000, 40)) * np.exp(rng.standard_normal((20_000, 1)))
+    _, clusters = known_map(jax.random.key(0), "clusters", 64).sample(jax.random.key(1), 20_000)
+    for name, codes in (("patches", patches), ("mixture", mixture), ("clusters", clusters)):
+        codes = np.asarray(codes, np.float32)
+        sampler = aeot.fit(jax.random.key(0), codes)
+        worst = monotone_along_lines(sampler.transport, jax.random.key(3), codes.shape[1], lines=128)
+        assert worst <= 1e-4, (name, worst)
