@@ -165,5 +165,7 @@ def test_default_map_is_monotone_on_patches_a_scale_mixture_and_a_known_map():
     for name, codes in (("patches", patches), ("mixture", mixture), ("clusters", clusters)):
         codes = np.asarray(codes, np.float32)
         sampler = aeot.fit(jax.random.key(0), codes)
-        worst = monotone_along_lines(sampler.transport, jax.random.key(3), codes.shape[1], lines=128)
+        worst = monotone_along_lines(
+            sampler.transport, jax.random.key(3), codes.shape[1], lines=128
+        )
         assert worst <= 1e-4, (name, worst)
