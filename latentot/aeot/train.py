@@ -396,7 +396,8 @@ def fit(
       entry each) with the block's training history when k ≥ 2; for every method
       ``transport_gap`` and ``transport_gap_reassigned`` (one entry each), the fitted map's
       :func:`~latentot.aeot.transport_gap` on :data:`CERTIFICATE_POINTS` prior draws: 0 for an
-      optimal map (``docs/transport_gap.md``).
+      optimal map (``docs/transport_gap.md``; not with a mesh across processes, where the
+      caller computes it on its own process's copy).
 
     Raises:
       ValueError: invalid arguments or codes (before any training), or a checkpoint that does
@@ -449,6 +450,8 @@ def fit(
         sampler = _fit_potential(rng, codes, method, prior, validation_codes, mesh, training)
     if box is not None:
         sampler = _with(sampler, bounds=tuple(jnp.asarray(b, codes.dtype) for b in box))
+    if not _one_process(mesh):  # the certificate is computed on one host's copy of the map
+        return sampler
     return _certified(sampler, jax.random.fold_in(rng, CERTIFICATE_KEY))
 
 
