@@ -807,8 +807,6 @@ def _build_potential(potential, codes, prior, spread, key, method) -> nnx.Module
     dim = codes.shape[1]
     if isinstance(potential, nnx.Module):
         return potential
-    if potential is not None and not isinstance(potential, dict):
-        raise ValueError(f"potential must be an nnx.Module, a dict or None, got {potential!r}")
     kwargs = default_potential(method, dim) | {"param_dtype": codes.dtype} | dict(potential or {})
     kwargs.setdefault("output_scale", spread)
     try:
