@@ -14,17 +14,19 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from scipy import special
 
+from latentot.aeot.ica import fast_ica
 from latentot.aeot.monotone import (
     MonotoneMap,
     gaussian_knots,
-    quantile_map,
     sample_quantiles,
     strictly_increasing,
 )
 
-__all__ = ["Frame", "fast_ica", "find_frame", "ks_normal"]
+__all__ = ["Frame", "fast_ica", "find_frame", "held_out_size", "ks_normal"]
 
 
 @jax.tree_util.register_dataclass
@@ -193,31 +195,6 @@ def ks_critical(n: float, alpha: float) -> float:
     return math.sqrt(-math.log(alpha / 2.0) / (2.0 * n))
 
 
-@jax.jit
-def _ica_step(w, z):
-    u = z @ w.T  # [n, m]
-    g = jnp.tanh(u)
-    w_new = (g.T @ z) / z.shape[0] - jnp.mean(1.0 - g * g, axis=0)[:, None] * w
-    s, v = jnp.linalg.eigh(w_new @ w_new.T)
-    w_new = (v * (1.0 / jnp.sqrt(jnp.maximum(s, 1e-12)))[None, :]) @ v.T @ w_new
-    return w_new, jnp.max(jnp.abs(jnp.abs(jnp.sum(w_new * w, axis=1)) - 1.0))
-
-
-def fast_ica(z: np.ndarray, seed: int = 0, iterations: int = 200, tol: float = 1e-4):
-    """Symmetric FastICA (log-cosh contrast) on whitened data ``[n, m]``: W ``[m, m]`` orthogonal,
-    rows the unmixing directions."""
-    m = z.shape[1]
-    rng = np.random.default_rng(seed)
-    w, _ = np.linalg.qr(rng.standard_normal((m, m)))
-    w = jnp.asarray(w, jnp.float32)
-    zj = jnp.asarray(z, jnp.float32)
-    for _ in range(iterations):
-        w, change = _ica_step(w, zj)
-        if float(change) < tol:
-            break
-    return np.asarray(w, np.float64)
-
-
 @dataclasses.dataclass
 class FrameReport:
     k: int
@@ -229,8 +206,20 @@ class FrameReport:
 #: Eigenvalues of the codes' covariance below this fraction of the largest are rounding noise.
 RANK_RTOL = 1e-10
 
-#: At most this many codes are split off (a fifth of them) when ``fit`` gets no held-out codes.
+#: ``fit`` holds out a fifth of the codes up to this many, and a tenth beyond ten times it.
 MAX_HELD_OUT = 10_000
+
+#: FastICA's first pass uses at most ``max(ICA_SAMPLE, 4 m²)`` of the fitting codes, drawn at
+#: random (non-Gaussian directions without extra variance show from about m² codes); a second
+#: pass refines its directions on every fitting code.
+ICA_SAMPLE = 20_000
+
+
+def held_out_size(n: int) -> int:
+    """How many of n codes ``fit`` holds out for the normality tests when it gets no
+    validation codes: a fifth, at most :data:`MAX_HELD_OUT`, and a tenth of them beyond
+    ``10 · MAX_HELD_OUT`` codes (the tests' power grows with N)."""
+    return min(n // 5, max(MAX_HELD_OUT, n // 10))
 
 
 def project(codes, mean, basis, rows=None, chunk=65536) -> np.ndarray:
@@ -250,44 +239,55 @@ def find_frame(
     k_max: int = 32,
     gap_ratio: float = 3.0,
     alpha: float = 1e-3,
-    sample: int = 20_000,
     knots: int = 257,
     seed: int = 0,
+    ica_sample: int = ICA_SAMPLE,
+    mesh: Mesh | None = None,
 ):
     """The frame of the codes (``docs/pursuit.md``).
 
+    Every fitting code counts: the moments, FastICA's fixed-point sums, the layers' quantiles
+    and the radius law use all of them (FastICA's first pass uses ``ica_sample``, then it is
+    refined on all). The codes are projected once to float32 on the device (sharded by rows over
+    ``mesh``), so the search holds at most about the codes' size again.
+
     Args:
-      codes_fit: ``[N, d]`` codes; the moments use every row, the fits only ``fit_rows``.
+      codes_fit: ``[N, d]`` codes; the moments use every row, the fits ``fit_rows``.
       codes_val: ``[M, d]`` held-out codes for the normality tests.
       fit_rows: the rows of ``codes_fit`` to fit on (default: all).
       k_max: the learned block has at most this many dimensions.
       gap_ratio: an eigenvalue ratio λᵢ / λᵢ₊₁ at least this large is a gap.
       alpha: the tests' level (Bonferroni-corrected over the components).
-      sample: FastICA and the layers are fitted on at most this many codes.
       knots: knots of each monotone map.
-      seed: seed of the subsample and of FastICA.
+      seed: seed of FastICA's first-pass sample and of the covariance correction's draws.
+      ica_sample: see :data:`ICA_SAMPLE`.
+      mesh: a mesh of this process's devices (Auto axes): the fitting rows are sharded over
+        all its axes (cut to a multiple of its size) and every sum is reduced across them.
 
     Returns:
       ``(frame, report)``.
     """
     codes_fit = np.asarray(codes_fit)
-    rows = np.arange(codes_fit.shape[0]) if fit_rows is None else fit_rows
-    n, d = len(rows), codes_fit.shape[1]
+    rows = np.arange(codes_fit.shape[0]) if fit_rows is None else np.asarray(fit_rows)
+    if mesh is not None:
+        rows = rows[: len(rows) - len(rows) % mesh.size]
+    d = codes_fit.shape[1]
     mean, cov = moments(codes_fit)  # from every code, held-out ones too
     lam, q = np.linalg.eigh(cov)
     lam, q = lam[::-1], q[:, ::-1]
     lam = np.maximum(lam, lam[0] * 1e-12 + 1e-300)
     rng = np.random.default_rng(seed)
-    sub = codes_fit[np.sort(rng.choice(rows, min(n, sample), replace=False))] - mean
     val = np.asarray(codes_val, np.float64) - mean
     k, gap = _spectral_gap(lam, k_max, gap_ratio)
     spikes, spike_gap = _spikes(lam, codes_fit.shape[0], k_max)
     if spikes > k:
         k, gap = spikes, spike_gap
     if k:  # the block must be non-Gaussian somewhere, else it is linear
-        zb = (val @ q[:, :k]) / np.sqrt(lam[:k])
-        wb = fast_ica((sub @ q[:, :k]) / np.sqrt(lam[:k]), seed=seed)
-        if np.max(ks_normal(zb @ wb.T)) < ks_critical(len(val), alpha / d):
+        white = q[:, :k] / np.sqrt(lam[:k])
+        zb = _to_device(_project32(codes_fit, rows, mean, white), mesh)
+        wb = _ica(zb, rng, ica_sample, mesh)
+        del zb
+        if np.max(ks_normal(val @ white @ wb.T)) < ks_critical(len(val), alpha / d):
             k = 0
     u = q[:, k:]
     scale = np.sqrt(lam[k:])
@@ -295,14 +295,11 @@ def find_frame(
     # The layers act on the directions where the codes vary: not on rounding noise (codes of
     # rank r < d, e.g. an encoder whose last hidden layer is narrower than its output).
     active = int(np.sum(lam[k:] > lam[0] * RANK_RTOL))
-    zs = (sub @ u[:, :active]) / scale[:active]
-    zv = (val @ u[:, :active]) / scale[:active]
+    white = u[:, :active] / scale[:active]
+    zs = _to_device(_project32(codes_fit, rows, mean, white), mesh)
+    zv = jnp.asarray(val @ white, jnp.float32)
     layers, info = _gaussianise(
-        zs,
-        zv,
-        alpha=alpha,
-        knots=knots,
-        seed=seed,
+        zs, zv, alpha=alpha, knots=knots, rng=rng, ica_sample=ica_sample, mesh=mesh
     )
     layers = _covariance_correction(layers, active, rng)
     frame = Frame(
@@ -314,6 +311,38 @@ def find_frame(
     )
     report = FrameReport(k, gap, m, info)
     return frame, report
+
+
+def _project32(codes, rows, mean, basis, chunk=65536) -> np.ndarray:
+    """``(codes[rows] − mean) @ basis`` in float32, computed in float64 chunks: ``[n, r]``."""
+    out = np.empty((len(rows), basis.shape[1]), np.float32)
+    for i in range(0, len(rows), chunk):
+        out[i : i + chunk] = (np.asarray(codes[rows[i : i + chunk]], np.float64) - mean) @ basis
+    return out
+
+
+def _to_device(x: np.ndarray, mesh: Mesh | None) -> jax.Array:
+    """Host rows on the device, or sharded by rows over every axis of ``mesh``."""
+    if mesh is None:
+        return jax.device_put(x)
+    return jax.device_put(x, NamedSharding(mesh, P(tuple(mesh.axis_names))))
+
+
+def _ica(z: jax.Array, rng, ica_sample: int, mesh: Mesh | None) -> np.ndarray:
+    """FastICA's W ``[m, m]`` of whitened rows ``z`` ``[n, m]`` on the device: from FOBI's
+    start on all rows, or on ``max(ica_sample, 4 m²)`` random rows first when n is larger, and
+    then refined on all rows from there."""
+    n, m = z.shape
+    first = max(ica_sample, 4 * m * m)
+    if mesh is not None:
+        first -= first % mesh.size
+    if n <= first:
+        return fast_ica(z, mesh=mesh)
+    pick = jnp.asarray(np.sort(rng.choice(n, first, replace=False)))
+    sample = z[pick] if mesh is None else jax.device_put(z[pick], z.sharding)
+    w = fast_ica(sample, mesh=mesh)
+    del sample
+    return fast_ica(z, start=w, mesh=mesh)
 
 
 def _spectral_gap(lam, k_max, gap_ratio):
@@ -391,38 +420,69 @@ def _forward(layer, z, inverse):
     return layer.forward(z, inverse=inverse)
 
 
-def _to_noise(layer, z):
-    """A layer's map from codes to noise, on host data (one compilation per layer type)."""
-    return np.asarray(_forward(layer, jnp.asarray(z, jnp.float32), True), np.float64)
+@functools.partial(jax.jit, donate_argnums=1)
+def _to_noise(layer, z: jax.Array) -> jax.Array:
+    """A layer's map from codes to noise on device rows ``z`` (whose buffer it reuses)."""
+    return layer.forward(z, inverse=True)
+
+
+@jax.jit
+def _projected_quantiles(z, rotation, levels):
+    """Quantiles ``[K, g]`` of the columns of ``z @ rotation`` (``rotation`` ``[m, g]``) at
+    ``levels``, the outer ones the exact minimum and maximum (:func:`sample_quantiles`)."""
+    c = z @ rotation
+    q = jnp.quantile(c, levels, axis=0)
+    return q.at[0].set(jnp.min(c, axis=0)).at[-1].set(jnp.max(c, axis=0))
+
+
+#: The layers' quantiles are taken this many components at a time (a ``[n, g]`` temporary).
+QUANTILE_GROUP = 32
+
+
+def _column_quantiles(z, rotation, levels) -> np.ndarray:
+    """:func:`_projected_quantiles` of every column of ``rotation`` ``[m, s]``: ``[s, K]``."""
+    s = rotation.shape[1]
+    out = []
+    for j in range(0, s, QUANTILE_GROUP):
+        r = np.zeros((rotation.shape[0], QUANTILE_GROUP), np.float32)
+        part = rotation[:, j : j + QUANTILE_GROUP]
+        r[:, : part.shape[1]] = part
+        q = _projected_quantiles(z, jnp.asarray(r), jnp.asarray(levels, jnp.float32))
+        out.append(np.asarray(q, np.float64)[:, : part.shape[1]])
+    return np.concatenate(out, axis=1).T
 
 
 def _marginal_layer(zs, zv, rotation, alpha, knots):
-    cs, cv = zs @ rotation, zv @ rotation
-    m = cs.shape[1]
-    ks = ks_normal(cv)
-    sig = ks >= ks_critical(len(cv), alpha / m)
+    m = zs.shape[1]
+    ks = ks_normal(np.asarray(zv, np.float64) @ rotation)
+    sig = ks >= ks_critical(zv.shape[0], alpha / m)
     if not sig.any():
-        return None, zs, zv, 0
-    fitted = quantile_map(cs[:, sig], knots=knots)
-    x = np.broadcast_to(gaussian_knots(len(cs), knots), (m, knots)).copy()
+        return None, 0
+    z = gaussian_knots(zs.shape[0], knots)
+    x = np.broadcast_to(z, (m, knots)).copy()
     y = x.copy()
-    x[sig], y[sig] = np.asarray(fitted.x), np.asarray(fitted.y)
+    y[sig] = strictly_increasing(_column_quantiles(zs, rotation[:, sig], special.ndtr(z)))
     layer = MarginalLayer(
         jnp.asarray(rotation, jnp.float32),
         MonotoneMap(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)),
     )
-    return layer, _to_noise(layer, zs), _to_noise(layer, zv), int(sig.sum())
+    return layer, int(sig.sum())
+
+
+@jax.jit
+def _norms(z):
+    return jnp.sqrt(jnp.sum(z * z, axis=1))
 
 
 def _radial_layer(zs, zv, alpha, knots):
     from scipy import stats
 
     m = zs.shape[1]
-    rv = np.linalg.norm(zv, axis=1)
+    rv = np.asarray(_norms(zv), np.float64)
     ks = stats.kstest(rv, stats.chi(m).cdf).statistic
     if ks < ks_critical(len(rv), alpha):
-        return None, zs, zv, 0
-    rs = np.linalg.norm(zs, axis=1)
+        return None, 0
+    rs = np.asarray(_norms(zs), np.float64)
     z = gaussian_knots(len(rs), knots)
     levels = special.ndtr(z)
     # ρ = F̂_r⁻¹ ∘ F_χ with the knot (0, 0) first: ρ(0) = 0 and ρ increasing from it, so the
@@ -437,53 +497,60 @@ def _radial_layer(zs, zv, alpha, knots):
             jnp.asarray(strictly_increasing(y[None]), jnp.float32),
         ),
     )
-    return layer, _to_noise(layer, zs), _to_noise(layer, zv), 1
+    return layer, 1
 
 
 SCHEDULE = ("principal", "ica", "radial", "principal")
 
 
-def _gaussianise(zs, zv, *, alpha, knots, seed):
-    """The layers of :data:`SCHEDULE` that Gaussianise the whitened codes zs (codes → noise),
-    each tested on the held-out zv; returns ``(layers, [(kind, components mapped)])``."""
+def _gaussianise(zs, zv, *, alpha, knots, rng, ica_sample, mesh):
+    """The layers of :data:`SCHEDULE` that Gaussianise the whitened device rows zs (codes →
+    noise), each tested on the held-out zv; returns ``(layers, [(kind, components mapped)])``.
+    zs and zv are mapped through each layer in place."""
     m = zs.shape[1]
     layers, info = [], []
     for kind in SCHEDULE:
         if kind == "radial":
-            layer, zs, zv, n = _radial_layer(zs, zv, alpha, knots)
+            layer, n = _radial_layer(zs, zv, alpha, knots)
         else:
-            rot = np.eye(m) if kind == "principal" else fast_ica(zs, seed=seed).T
-            layer, zs, zv, n = _marginal_layer(zs, zv, rot, alpha, knots)
+            rot = np.eye(m) if kind == "principal" else _ica(zs, rng, ica_sample, mesh).T
+            layer, n = _marginal_layer(zs, zv, rot, alpha, knots)
         info.append((kind, n))
-        if layer is not None:
-            layers.append(layer)
-            layer, zs, zv = _whitening_layer(zs, zv)
-            if layer is not None:
-                layers.append(layer)
+        if layer is None:
+            continue
+        layers.append(layer)
+        zs, zv = _to_noise(layer, zs), _to_noise(layer, zv)
+        white = _whitening_layer(zs)
+        if white is not None:
+            layers.append(white)
+            zs, zv = _to_noise(white, zs), _to_noise(white, zv)
     return layers, info
 
 
-def _whitening_layer(zs, zv, tol=None):
+@jax.jit
+def _moments32(z):
+    mu = jnp.mean(z, axis=0)
+    c = jnp.dot(z.T, z, precision=jax.lax.Precision.HIGHEST) / z.shape[0]
+    return mu, c - jnp.outer(mu, mu)
+
+
+def _whitening_layer(zs, tol=None):
     """A symmetric whitening about the stage's mean μ when the codes' covariance Σ is not I:
     ``z ↦ (z − μ) Σ^{-½} + μ`` (codes → noise), stored as the :class:`AffineLayer`
-    ``w ↦ w Σ^{½} + μ − μ Σ^{½}`` (noise → codes), its exact inverse. Returns
-    ``(layer or None, zs, zv)`` with the stage's codes mapped by the same float32 layer that is
-    stored."""
+    ``w ↦ w Σ^{½} + μ − μ Σ^{½}`` (noise → codes), its exact inverse; or None."""
     n = zs.shape[0]
-    c = np.cov(zs, rowvar=False)
-    lam, v = np.linalg.eigh(c)
+    mu, c = (np.asarray(a, np.float64) for a in _moments32(zs))
+    lam, v = np.linalg.eigh(0.5 * (c + c.T))
     tol = 4.0 * math.sqrt(2.0 / n) if tol is None else tol
     if np.max(np.abs(lam - 1.0)) < tol:
-        return None, zs, zv
+        return None
     half = (v * np.sqrt(lam)) @ v.T
     inv_half = (v / np.sqrt(lam)) @ v.T
-    mu = zs.mean(0)
-    layer = AffineLayer(
+    return AffineLayer(
         jnp.asarray(half, jnp.float32),
         jnp.asarray(inv_half, jnp.float32),
         jnp.asarray(mu - mu @ half, jnp.float32),
     )
-    return layer, _to_noise(layer, zs), _to_noise(layer, zv)
 
 
 def _covariance_correction(layers, m, rng, n=32768):

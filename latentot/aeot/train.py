@@ -743,7 +743,7 @@ def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sam
     n, dim = codes_np.shape
     k_split, k_fit = jax.random.split(rng)
     if validation_codes is None:
-        n_val = min(n // 5, _pursuit.MAX_HELD_OUT)
+        n_val = _pursuit.held_out_size(n)
         order = np.asarray(jax.random.permutation(k_split, n))
         val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         held_out = codes_np[val_idx]
@@ -756,7 +756,11 @@ def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sam
             )
         fit_idx = None
     frame, report = _pursuit.find_frame(
-        codes_np, held_out, fit_rows=fit_idx, seed=int(jax.random.randint(k_fit, (), 0, 2**30))
+        codes_np,
+        held_out,
+        fit_rows=fit_idx,
+        seed=int(jax.random.randint(k_fit, (), 0, 2**30)),
+        mesh=mesh,
     )
     history = {
         "k": np.asarray([frame.k]),
