@@ -397,13 +397,19 @@ def check_auto_method_on_any_mesh():
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     z = rng.standard_normal((rows, d))
     z[:, :4] = 2.0 * z[:, :4] + 4.0 * rng.standard_normal((6, 4))[rng.integers(6, size=rows)]
+    # Bimodal directions of the bulk's variance: the complement's layers (FastICA sharded).
+    z[:, 4:8] = np.sign(rng.standard_normal((rows, 4))) * 0.95 + 0.31 * rng.standard_normal(
+        (rows, 4)
+    )
     codes = (z @ q.T).astype(np.float32)
     kw = {"steps": 20, "batch_size": 32, "log_every": 10}
     assert aeot.resolve_method("auto", 40, mesh=MESH) == "pursuit"
     alone = aeot.fit(jax.random.key(2), codes, **kw)
     assert alone.k >= 2, alone.k  # a learned block: the mesh has something to train
+    assert alone.frame.layers, "the control: the complement has layers"
     samples = np.asarray(alone.sample(jax.random.key(3), 4000))
     basis = np.asarray(alone.frame.basis[:, : alone.k])
+    bimodal = q[:, 4:8]
     for mesh, what in ((MESH, "Auto axes"), (explicit, "Explicit axes")):
         t0 = time.perf_counter()
         on = aeot.fit(jax.random.key(2), codes, mesh=mesh, **kw)
@@ -412,12 +418,13 @@ def check_auto_method_on_any_mesh():
         np.testing.assert_array_equal(np.asarray(on.frame.basis), np.asarray(alone.frame.basis))
         other = np.asarray(on.sample(jax.random.key(3), 4000))
         assert np.all(np.isfinite(other)), what
-        for j in range(alone.k):  # the learned block's marginals agree
-            a, b = np.sort(samples @ basis[:, j]), np.sort(other @ basis[:, j])
+        # The learned block's marginals agree, and so do the layers' along the bimodal columns.
+        for j, u in enumerate((*basis.T, *bimodal.T)):
+            a, b = np.sort(samples @ u), np.sort(other @ u)
             grid = np.concatenate([a, b])
             ks = np.max(np.abs(np.searchsorted(a, grid) - np.searchsorted(b, grid))) / len(a)
             assert ks < 0.1, (what, j, ks)
-        _log(f"  pursuit on {n} devices, {what}: same frame, block marginals agree")
+        _log(f"  pursuit on {n} devices, {what}: same frame, block and layer marginals agree")
     small = {"steps": 4, "batch_size": 16, "potential": SMALL, "log_every": 4}
     deb = aeot.fit(jax.random.key(3), _codes(32 * n), mesh=explicit, method="debiased", **small)
     assert np.all(np.isfinite(deb.history["loss"]))
