@@ -28,7 +28,7 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["fast_ica", "fobi_start", "row_sums"]
+__all__ = ["fast_ica", "fobi_start", "map_rows", "row_sums"]
 
 #: Rows per chunk of the fixed-point sums.
 ICA_CHUNK = 16384
@@ -67,6 +67,37 @@ def row_sums(f, z: jax.Array, *args, chunk: int = ICA_CHUNK, mesh: Mesh | None =
         mesh=mesh,
         in_specs=(P(axes), *(P() for _ in args)),
         out_specs=jax.tree.map(lambda _: P(), out),
+        check_vma=False,
+    )(z, *args)
+
+
+def map_rows(f, z: jax.Array, *args, chunk: int = ICA_CHUNK, mesh: Mesh | None = None):
+    """``f(z, *args)`` for a row-wise ``f`` (``[c, m] → [c, m]``), a chunk of rows at a time,
+    written back into z's buffer: with z donated by the caller's ``jit`` the map runs in place
+    and its temporaries are a chunk's, never ``[n, m]``. Traceable; ``mesh`` as in
+    :func:`row_sums` (each device maps its own rows)."""
+
+    def local(z, *args):
+        n = z.shape[0]
+        size = min(chunk, n)
+        full = n // size if size else 0
+        if full * size < n:
+            z = z.at[full * size :].set(f(z[full * size :], *args))
+
+        def body(i, z):
+            part = f(lax.dynamic_slice_in_dim(z, i * size, size), *args)
+            return lax.dynamic_update_slice_in_dim(z, part, i * size, axis=0)
+
+        return lax.fori_loop(0, full, body, z) if full else z
+
+    if mesh is None:
+        return local(z, *args)
+    axes = tuple(mesh.axis_names)
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axes), *(P() for _ in args)),
+        out_specs=P(axes),
         check_vma=False,
     )(z, *args)
 

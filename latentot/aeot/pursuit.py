@@ -14,11 +14,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy import special
 
-from latentot.aeot.ica import fast_ica
+from latentot.aeot.ica import fast_ica, map_rows, row_sums
 from latentot.aeot.monotone import (
     MonotoneMap,
     gaussian_knots,
@@ -243,6 +244,7 @@ def find_frame(
     seed: int = 0,
     ica_sample: int = ICA_SAMPLE,
     mesh: Mesh | None = None,
+    code_moments: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """The frame of the codes (``docs/pursuit.md``).
 
@@ -263,6 +265,8 @@ def find_frame(
       ica_sample: see :data:`ICA_SAMPLE`.
       mesh: a mesh of this process's devices (Auto axes): the fitting rows are sharded over
         all its axes (cut to a multiple of its size) and every sum is reduced across them.
+      code_moments: :func:`moments` of ``codes_fit`` if the caller has them (one pass fewer
+        over the codes).
 
     Returns:
       ``(frame, report)``.
@@ -272,7 +276,8 @@ def find_frame(
     if mesh is not None:
         rows = rows[: len(rows) - len(rows) % mesh.size]
     d = codes_fit.shape[1]
-    mean, cov = moments(codes_fit)  # from every code, held-out ones too
+    # From every code, held-out ones too.
+    mean, cov = moments(codes_fit) if code_moments is None else code_moments
     lam, q = np.linalg.eigh(cov)
     lam, q = lam[::-1], q[:, ::-1]
     lam = np.maximum(lam, lam[0] * 1e-12 + 1e-300)
@@ -284,7 +289,7 @@ def find_frame(
         k, gap = spikes, spike_gap
     if k:  # the block must be non-Gaussian somewhere, else it is linear
         white = q[:, :k] / np.sqrt(lam[:k])
-        zb = _to_device(_project32(codes_fit, rows, mean, white), mesh)
+        zb = _projected(codes_fit, rows, mean, white, mesh)
         wb = _ica(zb, rng, ica_sample, mesh)
         del zb
         # Its principal and its FastICA components are tested (a law with clusters can look
@@ -301,7 +306,7 @@ def find_frame(
     # rank r < d, e.g. an encoder whose last hidden layer is narrower than its output).
     active = int(np.sum(lam[k:] > lam[0] * RANK_RTOL))
     white = u[:, :active] / scale[:active]
-    zs = _to_device(_project32(codes_fit, rows, mean, white), mesh)
+    zs = _projected(codes_fit, rows, mean, white, mesh)
     zv = jnp.asarray(val @ white, jnp.float32)
     layers, info = _gaussianise(
         zs, zv, alpha=alpha, knots=knots, rng=rng, ica_sample=ica_sample, mesh=mesh
@@ -318,19 +323,31 @@ def find_frame(
     return frame, report
 
 
-def _project32(codes, rows, mean, basis, chunk=65536) -> np.ndarray:
-    """``(codes[rows] − mean) @ basis`` in float32, computed in float64 chunks: ``[n, r]``."""
-    out = np.empty((len(rows), basis.shape[1]), np.float32)
+def _project32(codes, rows, mean, basis) -> np.ndarray:
+    """``(codes[rows] − mean) @ basis`` in float32, computed in float64: ``[n, r]``."""
+    return ((np.asarray(codes[rows], np.float64) - mean) @ basis).astype(np.float32)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _put_rows(out, part, start):
+    return lax.dynamic_update_slice_in_dim(out, part, start, axis=0)
+
+
+def _projected(codes, rows, mean, basis, mesh: Mesh | None, chunk=16384) -> jax.Array:
+    """``(codes[rows] − mean) @ basis`` ``[n, r]`` in float32 on the device, or sharded by rows
+    over every axis of ``mesh``, built a chunk (or a shard) at a time: the host holds a chunk,
+    never the whole projection."""
+    shape = (len(rows), basis.shape[1])
+    if mesh is not None:
+        sharding = NamedSharding(mesh, P(tuple(mesh.axis_names)))
+        return jax.make_array_from_callback(
+            shape, sharding, lambda index: _project32(codes, rows[index[0]], mean, basis)
+        )
+    out = jnp.zeros(shape, jnp.float32)
     for i in range(0, len(rows), chunk):
-        out[i : i + chunk] = (np.asarray(codes[rows[i : i + chunk]], np.float64) - mean) @ basis
+        part = _project32(codes, rows[i : i + chunk], mean, basis)
+        out = _put_rows(out, jnp.asarray(part), i)
     return out
-
-
-def _to_device(x: np.ndarray, mesh: Mesh | None) -> jax.Array:
-    """Host rows on the device, or sharded by rows over every axis of ``mesh``."""
-    if mesh is None:
-        return jax.device_put(x)
-    return jax.device_put(x, NamedSharding(mesh, P(tuple(mesh.axis_names))))
 
 
 def _ica(z: jax.Array, rng, ica_sample: int, mesh: Mesh | None) -> np.ndarray:
@@ -404,7 +421,7 @@ def _spikes(lam, n, k_max):
     return (count, gap) if gap >= SPIKE_GAP else (0, 1.0)
 
 
-def moments(codes, rows=None, chunk=65536):
+def moments(codes, rows=None, chunk=16384):
     """The mean ``[d]`` and covariance ``[d, d]`` (divided by N) of ``codes[rows]`` ``[N, d]``
     (default: every row), accumulated in float64 over chunks of rows (no copy of the codes)."""
     rows = np.arange(codes.shape[0]) if rows is None else rows
@@ -425,10 +442,15 @@ def _forward(layer, z, inverse):
     return layer.forward(z, inverse=inverse)
 
 
-@functools.partial(jax.jit, donate_argnums=1)
-def _to_noise(layer, z: jax.Array) -> jax.Array:
-    """A layer's map from codes to noise on device rows ``z`` (whose buffer it reuses)."""
+def _layer_to_noise(z, layer):
     return layer.forward(z, inverse=True)
+
+
+@functools.partial(jax.jit, donate_argnums=1, static_argnames="mesh")
+def _to_noise(layer, z: jax.Array, mesh: Mesh | None = None) -> jax.Array:
+    """A layer's map from codes to noise on device rows ``z``, in place (z's buffer is reused;
+    chunks of rows, :func:`~latentot.aeot.ica.map_rows`)."""
+    return map_rows(_layer_to_noise, z, layer, mesh=mesh)
 
 
 @jax.jit
@@ -524,27 +546,33 @@ def _gaussianise(zs, zv, *, alpha, knots, rng, ica_sample, mesh):
         if layer is None:
             continue
         layers.append(layer)
-        zs, zv = _to_noise(layer, zs), _to_noise(layer, zv)
-        white = _whitening_layer(zs)
+        zs, zv = _to_noise(layer, zs, mesh), _to_noise(layer, zv)
+        white = _whitening_layer(zs, mesh)
         if white is not None:
             layers.append(white)
-            zs, zv = _to_noise(white, zs), _to_noise(white, zv)
+            zs, zv = _to_noise(white, zs, mesh), _to_noise(white, zv)
     return layers, info
 
 
-@jax.jit
-def _moments32(z):
-    mu = jnp.mean(z, axis=0)
-    c = jnp.dot(z.T, z, precision=jax.lax.Precision.HIGHEST) / z.shape[0]
-    return mu, c - jnp.outer(mu, mu)
+def _moment_sums(z):
+    return jnp.sum(z, axis=0), z.T @ z
 
 
-def _whitening_layer(zs, tol=None):
+@functools.partial(jax.jit, static_argnames="mesh")
+def _moments32(z, mesh):
+    """The mean ``[m]`` and covariance ``[m, m]`` (divided by n) of the rows of ``z``, from
+    chunked sums (no ``[n, m]`` temporary)."""
+    total, outer = row_sums(_moment_sums, z, mesh=mesh)
+    mu = total / z.shape[0]
+    return mu, outer / z.shape[0] - jnp.outer(mu, mu)
+
+
+def _whitening_layer(zs, mesh=None, tol=None):
     """A symmetric whitening about the stage's mean μ when the codes' covariance Σ is not I:
     ``z ↦ (z − μ) Σ^{-½} + μ`` (codes → noise), stored as the :class:`AffineLayer`
     ``w ↦ w Σ^{½} + μ − μ Σ^{½}`` (noise → codes), its exact inverse; or None."""
     n = zs.shape[0]
-    mu, c = (np.asarray(a, np.float64) for a in _moments32(zs))
+    mu, c = (np.asarray(a, np.float64) for a in _moments32(zs, mesh))
     lam, v = np.linalg.eigh(0.5 * (c + c.T))
     tol = 4.0 * math.sqrt(2.0 / n) if tol is None else tol
     if np.max(np.abs(lam - 1.0)) < tol:

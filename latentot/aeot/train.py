@@ -736,11 +736,24 @@ def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sam
     host, from every code), and the ``"debiased"`` method on its k-dimensional block (when
     k ≥ 2), data-parallel over ``mesh`` when one is given (the block's training rows are then
     cut to a multiple of the device count; the frame is the same as without a mesh)."""
-    _, spread = _check_codes("codes", codes, training.batch_size or 1, None)
-    if spread == 0:
-        raise ValueError(_ZERO_SPREAD)
     codes_np = np.asarray(codes)
+    if not np.issubdtype(codes_np.dtype, np.floating):
+        raise ValueError(f"codes must be floating point, got dtype {codes_np.dtype}")
     n, dim = codes_np.shape
+    if dim < 1:
+        raise ValueError(f"codes must have at least one column, got shape {codes_np.shape}")
+    if n < (training.batch_size or 1):
+        raise ValueError(
+            f"batch_size ({training.batch_size}) exceeds the number of codes ({n}); "
+            "pass a smaller batch_size"
+        )
+    # The checks of the other methods, from the frame's float64 moments (one pass over the
+    # codes in chunks, no copy of them): a NaN or inf in the codes makes the sums non-finite.
+    moments = _pursuit.moments(codes_np)
+    if not (np.all(np.isfinite(moments[0])) and np.all(np.isfinite(moments[1]))):
+        raise ValueError("codes contain NaN or inf")
+    if np.sqrt(np.mean(np.diag(moments[1]))) == 0:
+        raise ValueError(_ZERO_SPREAD)
     k_split, k_fit = jax.random.split(rng)
     if validation_codes is None:
         n_val = _pursuit.held_out_size(n)
@@ -761,6 +774,7 @@ def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sam
         fit_rows=fit_idx,
         seed=int(jax.random.randint(k_fit, (), 0, 2**30)),
         mesh=mesh,
+        code_moments=moments,
     )
     history = {
         "k": np.asarray([frame.k]),
