@@ -16,16 +16,20 @@ Method (:meth:`latentot.aeot.Sampler.inverse_transport`):
   best point, and those still left go to the many-start damped Newton below, in small chunks.
 * The many-start damped Newton (:func:`newton_inverse`) solves ``F(x) = f(x) − y`` from every
   start: each takes a few screening steps and the two best go on. A step solves the
-  Levenberg-Marquardt system ``(JᵀJ + μ I) s = Jᵀ F(x)``, with J the Hessian of φ by
-  ``jax.jacfwd`` and μ = (10⁻³ × its mean absolute eigenvalue)², through one eigen-decomposition
-  (for a learned dimension up to :data:`DENSE_JACOBIAN_MAX_DIM`; above it ``J s = F(x)`` is
-  solved matrix-free by GMRES on Jacobian-vector products). It is a descent direction of ‖F‖²
-  where φ is not convex, and the Newton step where J is well conditioned. The step lengths 1,
-  ½, …, 2⁻⁷ are tried at once and the best point is kept if it lowers the merit: the residual
-  never grows, and a singular Jacobian gives no NaN. From each kept start the full solve follows
-  two paths and keeps the better: half its steps on ψ(x) = φ(x) − ⟨x, y⟩ (the convex
-  conjugate's objective, continuous across the cells of a maximum of heads; the Hessian shifted
-  to positive definite) and half on the residual, or all on the residual.
+  Levenberg-Marquardt system ``(JᵀJ + μ I) s = Jᵀ F(x)``, with J the Hessian of φ (its columns
+  are forward-mode Jacobian-vector products) and μ = (10⁻³ × its mean absolute eigenvalue)²,
+  through one eigen-decomposition (for a learned dimension up to
+  :data:`DENSE_JACOBIAN_MAX_DIM`; above it ``J s = F(x)`` is solved matrix-free by GMRES on
+  Jacobian-vector products). It is a descent direction of ‖F‖² where φ is not convex, and the
+  Newton step where J is well conditioned. The step lengths 1, ½, …, 2⁻⁷ are tried at once
+  and the best point is kept if it lowers the merit: the residual never grows, and a singular
+  Jacobian gives no NaN. From each kept start the full solve follows two paths and keeps the
+  better: half its steps on ψ(x) = φ(x) − ⟨x, y⟩ (the convex conjugate's objective, continuous
+  across the cells of a maximum of heads; the Hessian shifted to positive definite) and half
+  on the residual, or all on the residual. The screening and both paths of every start run in
+  one loop over a fixed number of lanes per code, sharing one Newton step, so that the program
+  evaluates the network in few places: each place is compiled separately, and the compilation
+  is most of the first call's time.
 * The potential need not be convex, so ``f`` may be neither injective nor onto: with a hard
   maximum of heads (``temperature = 0``) a code in the gap between two cells' images, and with
   any potential a code far outside the codes, has no exact preimage.
@@ -56,7 +60,8 @@ __all__ = [
     "solve_inverse",
 ]
 
-#: Learned dimensions up to this use the dense Jacobian (``jax.jacfwd``); above, GMRES.
+#: Learned dimensions up to this use the dense Jacobian (k Jacobian-vector products); above,
+#: GMRES.
 DENSE_JACOBIAN_MAX_DIM = 256
 
 #: Quasi-Newton steps of the first pass over all rows (:func:`solve_inverse`).
