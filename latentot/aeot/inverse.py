@@ -16,16 +16,20 @@ Method (:meth:`latentot.aeot.Sampler.inverse_transport`):
   best point, and those still left go to the many-start damped Newton below, in small chunks.
 * The many-start damped Newton (:func:`newton_inverse`) solves ``F(x) = f(x) − y`` from every
   start: each takes a few screening steps and the two best go on. A step solves the
-  Levenberg-Marquardt system ``(JᵀJ + μ I) s = Jᵀ F(x)``, with J the Hessian of φ by
-  ``jax.jacfwd`` and μ = (10⁻³ × its mean absolute eigenvalue)², through one eigen-decomposition
-  (for a learned dimension up to :data:`DENSE_JACOBIAN_MAX_DIM`; above it ``J s = F(x)`` is
-  solved matrix-free by GMRES on Jacobian-vector products). It is a descent direction of ‖F‖²
-  where φ is not convex, and the Newton step where J is well conditioned. The step lengths 1,
-  ½, …, 2⁻⁷ are tried at once and the best point is kept if it lowers the merit: the residual
-  never grows, and a singular Jacobian gives no NaN. From each kept start the full solve follows
-  two paths and keeps the better: half its steps on ψ(x) = φ(x) − ⟨x, y⟩ (the convex
-  conjugate's objective, continuous across the cells of a maximum of heads; the Hessian shifted
-  to positive definite) and half on the residual, or all on the residual.
+  Levenberg-Marquardt system ``(JᵀJ + μ I) s = Jᵀ F(x)``, with J the Hessian of φ (its columns
+  are forward-mode Jacobian-vector products) and μ = (10⁻³ × its mean absolute eigenvalue)²,
+  through one eigen-decomposition (for a learned dimension up to
+  :data:`DENSE_JACOBIAN_MAX_DIM`; above it ``J s = F(x)`` is solved matrix-free by GMRES on
+  Jacobian-vector products). It is a descent direction of ‖F‖² where φ is not convex, and the
+  Newton step where J is well conditioned. The step lengths 1, ½, …, 2⁻⁷ are tried at once
+  and the best point is kept if it lowers the merit: the residual never grows, and a singular
+  Jacobian gives no NaN. From each kept start the full solve follows two paths and keeps the
+  better: half its steps on ψ(x) = φ(x) − ⟨x, y⟩ (the convex conjugate's objective, continuous
+  across the cells of a maximum of heads; the Hessian shifted to positive definite) and half
+  on the residual, or all on the residual. The screening and both paths of every start run in
+  one loop over a fixed number of lanes per code, sharing one Newton step, so that the program
+  evaluates the network in few places: each place is compiled separately, and the compilation
+  is most of the first call's time.
 * The potential need not be convex, so ``f`` may be neither injective nor onto: with a hard
   maximum of heads (``temperature = 0``) a code in the gap between two cells' images, and with
   any potential a code far outside the codes, has no exact preimage.
@@ -56,7 +60,8 @@ __all__ = [
     "solve_inverse",
 ]
 
-#: Learned dimensions up to this use the dense Jacobian (``jax.jacfwd``); above, GMRES.
+#: Learned dimensions up to this use the dense Jacobian (k Jacobian-vector products); above,
+#: GMRES.
 DENSE_JACOBIAN_MAX_DIM = 256
 
 #: Quasi-Newton steps of the first pass over all rows (:func:`solve_inverse`).
@@ -161,30 +166,31 @@ def solve_inverse(
     grad = jax.vmap(jax.grad(phi))
     tol2 = jnp.asarray(tolerance, y.dtype) ** 2 * k
 
-    def residual2(x, target):
-        r = jnp.sum((grad(x) - target) ** 2, axis=-1)
-        return jnp.where(jnp.isfinite(r), r, jnp.inf)
-
-    r0, r1 = residual2(starts[0], y), residual2(starts[1], y)
-    x = jnp.where((r1 < r0)[:, None], starts[1], starts[0])
-    r2 = jnp.minimum(r0, r1)
+    # Both candidates through one gradient (each evaluation of the network in the program is
+    # compiled separately: fewer of them compile faster).
+    f = (grad(starts[:2].reshape(2 * n, k)) - jnp.tile(y, (2, 1))).reshape(2, n, k)
+    r = jnp.sum(f * f, axis=-1)
+    r = jnp.where(jnp.isfinite(r), r, jnp.inf)
+    first = (r[1] < r[0])[:, None]
+    x = jnp.where(first, starts[1], starts[0])
     if iterations == 0 or n == 0:
         return x
     if passes == "robust":
         return newton_inverse(phi, y, starts, iterations)
+    f = jnp.where(first, f[1], f[0])
     if jacobian_inverse is None:
-        binv = hessian_inverse(phi, x)
+        binv, _ = _hessian_inverse_and_gradient(phi, x)
     else:
         binv = jnp.broadcast_to(jacobian_inverse.astype(y.dtype), (n, k, k))
-    x, r2 = broyden_solve(phi, y, x, binv, FAST_STEPS, tol2)
+    x, r2 = broyden_solve(phi, y, x, binv, FAST_STEPS, tol2, f0=f)
 
     def retry(rows, x_rows):
-        return broyden_solve(phi, y[rows], x_rows, hessian_inverse(phi, x_rows), RETRY_STEPS, tol2)
+        binv, g = _hessian_inverse_and_gradient(phi, x_rows)
+        return broyden_solve(phi, y[rows], x_rows, binv, RETRY_STEPS, tol2, f0=g - y[rows])
 
     def robust_pass(rows, x_rows):
         rows_starts = jnp.concatenate([x_rows[None], starts[:, rows]])
-        xs = newton_inverse(phi, y[rows], rows_starts, iterations)
-        return xs, residual2(xs, y[rows])
+        return _newton_rows(phi, y[rows], rows_starts, iterations)
 
     x, r2 = _over_pending(retry, x, r2, tol2, min(n, RETRY_CHUNK))
     if passes == "all":
@@ -216,22 +222,39 @@ def _over_pending(solve, x, r2, tol2, chunk):
 def hessian_inverse(phi, x: jax.Array) -> jax.Array:
     """``[n, k] → [n, k, k]``: the Levenberg-Marquardt inverse ``(H² + μI)⁻¹ H`` of φ's Hessian
     H at each row, with μ = (10⁻³ × its mean absolute eigenvalue)² (finite where H is singular)."""
-    h = jax.vmap(jax.jacfwd(jax.grad(phi)))(x)
+    return _hessian_inverse_and_gradient(phi, x)[0]
+
+
+def _hessian_inverse_and_gradient(phi, x):
+    """:func:`hessian_inverse` ``[n, k, k]`` and the gradient ``∇φ(x)`` ``[n, k]`` that comes
+    with the Hessian (one evaluation of the network)."""
+    k = x.shape[-1]
+    grad = jax.grad(phi)
+
+    def one(x):  # the Hessian's columns are Jacobian-vector products; the gradient comes along
+        return jax.vmap(lambda v: jax.jvp(grad, (x,), (v,)), out_axes=(None, 0))(
+            jnp.eye(k, dtype=x.dtype)
+        )
+
+    g, h = jax.vmap(one)(x)
     lam, vec = jnp.linalg.eigh(0.5 * (h + jnp.swapaxes(h, -1, -2)))
     scale = jnp.mean(jnp.abs(lam), axis=-1, keepdims=True) + jnp.finfo(x.dtype).tiny
     w = lam / (lam * lam + (1e-3 * scale) ** 2)
     binv = jnp.einsum("nij,nj,nlj->nil", vec, w, vec)
     eye = jnp.eye(x.shape[-1], dtype=x.dtype)
-    return jnp.where(jnp.all(jnp.isfinite(binv), axis=(-2, -1), keepdims=True), binv, eye)
+    return jnp.where(jnp.all(jnp.isfinite(binv), axis=(-2, -1), keepdims=True), binv, eye), g
 
 
-def broyden_solve(phi, y, x0, binv0, steps: int, tol2) -> tuple[jax.Array, jax.Array]:
+def broyden_solve(
+    phi, y, x0, binv0, steps: int, tol2, *, f0: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Quasi-Newton on ``∇φ(x) = y`` for rows ``[n, k]``: Broyden's (good) update of the inverse
     Jacobian ``binv0`` ``[n, k, k]``, one gradient a step.
 
     A step ``x − α B⁻¹ F(x)`` is taken only where it lowers ``‖F‖²`` (then α doubles, up to 1),
     otherwise α halves; the secant of every trial updates ``B⁻¹``. The loop stops when every
-    row's ``‖F‖² ≤ tol2`` or after ``steps`` steps (static).
+    row's ``‖F‖² ≤ tol2`` or after ``steps`` steps (static). ``f0`` ``[n, k]`` is
+    ``F(x0) = ∇φ(x0) − y`` where the caller has it already.
 
     Returns:
       ``(x [n, k], ‖F(x)‖² [n])``: the point of smallest residual per row.
@@ -270,7 +293,7 @@ def broyden_solve(phi, y, x0, binv0, steps: int, tol2) -> tuple[jax.Array, jax.A
         alpha = jnp.where(ok, jnp.minimum(2.0 * alpha, 1.0), 0.5 * alpha)
         return x, binv, f, r2, alpha, i + 1
 
-    f0 = grad(x0) - y
+    f0 = grad(x0) - y if f0 is None else f0
     state = (x0, binv0, f0, merit(f0), jnp.ones(y.shape[:1], dtype), 0)
     x, _, _, r2, _, _ = jax.lax.while_loop(cond, body, state)
     return x, r2
@@ -284,7 +307,9 @@ def newton_inverse(
     With more than ``keep`` starts, every start first takes ``screen`` Levenberg-Marquardt steps
     on the residual, and only the ``keep`` best of each row go on to the full solve
     (``iterations`` steps): a non-convex φ has residual minima that are not preimages, and a
-    start in the right basin is what finds the preimage, so it pays to try many cheaply.
+    start in the right basin is what finds the preimage, so it pays to try many cheaply. The
+    full solve follows two paths from each kept start: half its steps on ψ and the rest on the
+    residual, and all of them on the residual (see :func:`_newton_step`).
 
     Args:
       phi: the potential of one point, ``[k] → []`` (the map is its gradient).
@@ -297,80 +322,111 @@ def newton_inverse(
     Returns:
       ``[n, k]``: per row, the point of smallest residual ``‖∇φ(x) − y‖`` found.
     """
+    return _newton_rows(phi, y, starts, iterations, keep=keep, screen=screen)[0]
+
+
+def _newton_rows(phi, y, starts, iterations, *, keep=2, screen=6):
+    """:func:`newton_inverse`, also returning each row's ``‖∇φ(x) − y‖²`` ``[n]``.
+
+    The screening and the full solve are one loop over a fixed set of 2 · min(S, keep) lanes
+    per row (the starts go through the screening that many at a time), so the Newton step is
+    traced and compiled once, whatever the number of starts.
+    """
     starts = starts[None] if starts.ndim == 2 else starts
-    grad = jax.vmap(jax.vmap(jax.grad(phi)))
+    count, lanes = starts.shape[0], 2 * min(starts.shape[0], keep)
+    groups = -(-count // lanes) if count > keep else 0
+    screen_steps = groups * screen
+    if groups:  # pad the starts to whole groups of lanes (repeats are harmless)
+        pad = jnp.broadcast_to(starts[-1:], (groups * lanes - count, *starts.shape[1:]))
+        starts = jnp.concatenate([starts, pad])
 
-    def best(xs, count):  # the `count` points of smallest residual per row: [count, n, k]
-        r = jnp.sum((grad(xs) - y[None]) ** 2, axis=-1)  # [S, n]
-        r = jnp.where(jnp.isfinite(r), r, jnp.inf)
-        order = jnp.argsort(r, axis=0)[:count]  # [count, n]
-        return jnp.take_along_axis(xs, order[:, :, None], axis=0)
+    def row(y, starts):  # [k], [S, k]
+        merits = functools.partial(_merits, phi, y)
+        e_psi, e_res = jax.vmap(merits)(starts)
+        step = jax.vmap(functools.partial(_newton_step, phi, y), in_axes=(0, 0, 0, 0))
+        # The full solve's lanes: each kept start twice, ψ first on the first half.
+        psi_steps = jnp.repeat(jnp.asarray([iterations // 2, 0], jnp.int32), lanes // 2)
 
-    def run(fn, xs):
-        return jax.vmap(jax.vmap(fn), in_axes=(None, 0))(y, xs)
+        def pick(xs, e_psi, e_res):  # the `keep` (or all) best, each twice
+            order = jnp.argsort(e_res)[: lanes // 2]
+            order = jnp.concatenate([order, order])
+            return xs[order], e_psi[order], e_res[order]
 
-    if starts.shape[0] > keep:
-        screened = run(functools.partial(_solve_one, phi, iterations=screen, screen=True), starts)
-        starts = best(screened, keep)
-    xs = run(functools.partial(_solve_one, phi, iterations=iterations, screen=False), starts)
-    return best(xs, 1)[0]
+        def body(i, state):
+            lane, buffer = state
+            if groups:
+                group = jnp.minimum(i // screen, groups - 1)
+                first = (i < screen_steps) & (i % screen == 0)
+                loaded = [jax.lax.dynamic_slice_in_dim(v, group * lanes, lanes) for v in buffer]
+                lane = [jnp.where(first, a, b) for a, b in zip(loaded, lane, strict=True)]
+                full = pick(*buffer)
+                lane = [jnp.where(i == screen_steps, a, b) for a, b in zip(full, lane, strict=True)]
+            on_psi = (i >= screen_steps) & (i - screen_steps < psi_steps)
+            lane = list(step(*lane, on_psi))
+            if groups:
+                last = (i < screen_steps) & (i % screen == screen - 1)
+                buffer = [
+                    jnp.where(last, jax.lax.dynamic_update_slice_in_dim(b, a, group * lanes, 0), b)
+                    for a, b in zip(lane, buffer, strict=True)
+                ]
+            return lane, buffer
+
+        buffer = [starts, e_psi, e_res]
+        lane = pick(*buffer) if not groups else [v[:lanes] for v in buffer]
+        lane, _ = jax.lax.fori_loop(0, screen_steps + iterations, body, (list(lane), buffer))
+        best = jnp.argmin(lane[2])
+        return lane[0][best], lane[2][best]
+
+    return jax.vmap(row, in_axes=(0, 1))(y, starts)
 
 
-def _solve_one(phi, y, x0, *, iterations, screen):
+def _merits(phi, y, x):
+    """``(ψ(x), ‖∇φ(x) − y‖²)`` for one point ``[k]``, +inf where not finite: ψ(x) = φ(x) −
+    ⟨x, y⟩ (its minimum is a preimage when φ is convex) and the residual (zero at every
+    preimage), both from one ``value_and_grad``."""
+    v, g = jax.value_and_grad(phi)(x)
+    r = g - y
+    psi, res = v - jnp.dot(x, y), jnp.dot(r, r)
+    return jnp.where(jnp.isfinite(psi), psi, jnp.inf), jnp.where(jnp.isfinite(res), res, jnp.inf)
+
+
+def _newton_step(phi, y, x, e_psi, e_res, on_psi):
+    """One damped Newton step on ψ (``on_psi``) or on the residual, from ``x`` ``[k]`` with
+    merits ``(e_psi, e_res)`` (:func:`_merits`); returns the new point and its merits.
+
+    The step solves the Levenberg-Marquardt system of the residual, or ψ's Newton system with
+    the Hessian shifted to positive definite; all of :data:`_STEP_LENGTHS` are tried at once and
+    the best trial is kept if it lowers the merit.
+    """
     k = y.shape[-1]
-    lengths = jnp.asarray(_STEP_LENGTHS, y.dtype)
+    dtype = y.dtype
     grad = jax.grad(phi)
-
-    def conjugate_gap(x):  # ψ: its minimum is a preimage when φ is convex
-        v = phi(x) - jnp.dot(x, y)
-        return jnp.where(jnp.isfinite(v), v, jnp.inf)
-
-    def residual(x):  # ‖∇φ(x) − y‖²: zero at every preimage
-        r = grad(x) - y
-        v = jnp.dot(r, r)
-        return jnp.where(jnp.isfinite(v), v, jnp.inf)
-
-    def direction(x, g, gauss_newton):
-        if k <= DENSE_JACOBIAN_MAX_DIM:
-            h = jax.jacfwd(grad)(x)
-            lam, vec = jnp.linalg.eigh(0.5 * (h + h.T))
-            scale = jnp.mean(jnp.abs(lam)) + jnp.finfo(y.dtype).tiny
-            if gauss_newton:
-                # Levenberg-Marquardt on ‖F‖²: (JᵀJ + μ I) s = Jᵀ F with J = H symmetric. A
-                # descent direction of the residual even where H is indefinite, and the Newton
-                # step H⁻¹ F (quadratic convergence) where H is well conditioned.
-                mu = (1e-3 * scale) ** 2
-                w = lam / (lam * lam + mu)
-            else:
-                # ψ's modified Newton: H shifted to positive definite.
-                w = 1.0 / (lam + jnp.maximum(-lam[0], 0.0) + 1e-6 * scale)
-            return vec @ (w * (vec.T @ g))
-        step, _ = jax.scipy.sparse.linalg.gmres(
-            lambda v: jax.jvp(grad, (x,), (v,))[1], g, restart=min(k, 30), maxiter=2
+    if k <= DENSE_JACOBIAN_MAX_DIM:
+        g, h = jax.vmap(lambda v: jax.jvp(grad, (x,), (v,)), out_axes=(None, 0))(
+            jnp.eye(k, dtype=dtype)
         )
-        return step
-
-    def descend(merit, x, steps):
-        def body(_, state):
-            x, e = state
-            g = grad(x) - y
-            s = direction(x, g, merit is residual)
-            s = jnp.where(jnp.all(jnp.isfinite(s)), s, g)
-            trials = x[None, :] - lengths[:, None] * s[None, :]
-            es = jax.vmap(merit)(trials)
-            best = jnp.argmin(es)
-            better = es[best] < e
-            return jnp.where(better, trials[best], x), jnp.where(better, es[best], e)
-
-        return jax.lax.fori_loop(0, steps, body, (x, merit(x)))[0]
-
-    # ψ first (it is continuous across the jumps of a max of heads, so its line search walks
-    # between the map's cells), then the residual (a non-convex φ has minima of ψ that are not
-    # preimages; the residual's own minima are), and the residual from the start point too;
-    # the smaller residual wins.
-    if screen:
-        return descend(residual, x0, iterations)
-    first = iterations // 2
-    x1 = descend(residual, descend(conjugate_gap, x0, first), iterations - first)
-    x2 = descend(residual, x0, iterations - first)
-    return jnp.where(residual(x1) <= residual(x2), x1, x2)
+        f = g - y
+        lam, vec = jnp.linalg.eigh(0.5 * (h + h.T))
+        scale = jnp.mean(jnp.abs(lam)) + jnp.finfo(dtype).tiny
+        # Levenberg-Marquardt on ‖F‖²: (JᵀJ + μ I) s = Jᵀ F with J = H symmetric. A descent
+        # direction of the residual even where H is indefinite, and the Newton step H⁻¹ F
+        # (quadratic convergence) where H is well conditioned. On ψ: the modified Newton
+        # step, H shifted to positive definite.
+        w_res = lam / (lam * lam + (1e-3 * scale) ** 2)
+        w_psi = 1.0 / (lam + jnp.maximum(-lam[0], 0.0) + 1e-6 * scale)
+        s = vec @ (jnp.where(on_psi, w_psi, w_res) * (vec.T @ f))
+    else:
+        g, hvp = jax.linearize(grad, x)
+        f = g - y
+        s, _ = jax.scipy.sparse.linalg.gmres(hvp, f, restart=min(k, 30), maxiter=2)
+    s = jnp.where(jnp.all(jnp.isfinite(s)), s, f)
+    trials = x[None, :] - jnp.asarray(_STEP_LENGTHS, dtype)[:, None] * s[None, :]
+    t_psi, t_res = jax.vmap(functools.partial(_merits, phi, y))(trials)
+    es = jnp.where(on_psi, t_psi, t_res)
+    best = jnp.argmin(es)
+    better = es[best] < jnp.where(on_psi, e_psi, e_res)
+    return (
+        jnp.where(better, trials[best], x),
+        jnp.where(better, t_psi[best], e_psi),
+        jnp.where(better, t_res[best], e_res),
+    )

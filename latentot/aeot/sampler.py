@@ -14,7 +14,7 @@ from flax import nnx
 
 from latentot import _checks
 from latentot._promotion import cast_back, compute_dtype
-from latentot.aeot.inverse import InverseInfo, solve_inverse
+from latentot.aeot.inverse import ROBUST_CHUNK, InverseInfo, solve_inverse
 from latentot.aeot.potential import Potential
 
 __all__ = ["Sampler"]
@@ -271,24 +271,28 @@ def _bucket(n: int) -> int:
 
 
 def _resolve(sampler: Sampler, y, x, info, table, iterations: int, rtol: float):
-    """Solves the unconverged rows of ``y`` ``[n, d]`` again by the many-start damped Newton, all
-    at once in a batch padded to a :func:`_bucket` size, and keeps each row's better point."""
+    """Solves the unconverged rows of ``y`` ``[n, d]`` again by the many-start damped Newton, in
+    chunks of :data:`~latentot.aeot.inverse.ROBUST_CHUNK` rows (one compiled program serves any
+    number of rows: it is the largest one), and keeps each row's better point."""
     d = sampler.dim
-    flat_y, flat_x = y.reshape(-1, d), x.reshape(-1, d)
-    residual, converged = info.residual.reshape(-1), info.converged.reshape(-1)
-    bad = np.flatnonzero(~np.asarray(converged))
-    size = _bucket(bad.size)
+    flat_y = y.reshape(-1, d)
+    flat_x, residual = np.array(x).reshape(-1, d), np.array(info.residual).reshape(-1)
+    bad = np.flatnonzero(~np.asarray(info.converged).reshape(-1))
+    size = -(-bad.size // ROBUST_CHUNK) * ROBUST_CHUNK
     rows = np.concatenate([bad, np.full(size - bad.size, bad[0])])
-    x2, info2 = _inverse_jit(sampler, flat_y[rows], table, iterations, rtol, passes="robust")
-    better = info2.residual[: bad.size] < residual[bad]
-    flat_x = flat_x.at[bad].set(jnp.where(better[:, None], x2[: bad.size], flat_x[bad]))
-    residual = residual.at[bad].set(jnp.minimum(info2.residual[: bad.size], residual[bad]))
+    for chunk in np.split(rows, size // ROBUST_CHUNK):  # merged on the host: no new shapes
+        x2, info2 = _inverse_jit(sampler, flat_y[chunk], table, iterations, rtol, passes="robust")
+        x2, residual2 = np.asarray(x2), np.asarray(info2.residual)
+        better = residual2 < residual[chunk]  # a repeated row is the same row solved again
+        flat_x[chunk[better]] = x2[better]
+        residual[chunk[better]] = residual2[better]
+    residual = jnp.asarray(residual).reshape(info.residual.shape)
     info = InverseInfo(
-        residual=residual.reshape(info.residual.shape),
-        converged=(residual <= info.tolerance).reshape(info.converged.shape),
+        residual=residual,
+        converged=residual <= info.tolerance,
         tolerance=info.tolerance,
     )
-    return flat_x.reshape(x.shape), info
+    return jnp.asarray(flat_x).reshape(x.shape), info
 
 
 @functools.partial(jax.jit, static_argnames=("iterations", "rtol", "passes"))

@@ -130,6 +130,40 @@ def test_the_anchor_table_is_built_once_per_sampler_state():
     assert not np.allclose(np.asarray(table[1]), np.asarray(first[1]), atol=1e-3)
 
 
+def test_a_sampler_of_the_same_structure_reuses_the_compiled_inverse():
+    # The inverse's programs take the sampler's state as arguments, so a second sampler of the
+    # same structure (other parameter values) runs the programs compiled for the first; so do
+    # the anchor table's. (256 rows: the batch size of the first test, compiled there already.)
+    sampler, _, y, _ = fitted.clusters()
+    other = aeot.Sampler(
+        jax.tree_util.tree_map(lambda v: 1.001 * v, sampler.params),
+        sampler.prior,
+        sampler.potential_config,
+        graphdef=sampler.graphdef,
+        dim=sampler._dim,
+        frame=sampler.frame,
+    )
+    rows = y[:256]
+    _, info = sampler.inverse_transport(rows, return_info=True)
+    compiled = []
+
+    def listener(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(str(kwargs.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        x, other_info = other.inverse_transport(rows, return_info=True)
+        reused = list(compiled)
+        jax.jit(lambda v: v + 1.0)(rows)  # a new program: the listener sees it
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(compiled) > len(reused), compiled
+    assert np.all(np.asarray(info.converged)) and np.all(np.asarray(other_info.converged))
+    assert not any("_inverse_jit" in name or "_anchor_table" in name for name in reused), reused
+    np.testing.assert_allclose(np.asarray(other.transport(x)), np.asarray(rows), atol=1e-2)
+
+
 def test_shapes_jit_vmap_and_errors():
     sampler, _, y, _ = fitted.clusters()
     one = sampler.inverse_transport(y[0])
