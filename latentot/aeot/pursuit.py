@@ -282,7 +282,7 @@ def find_frame(
     lam, q = lam[::-1], q[:, ::-1]
     lam = np.maximum(lam, lam[0] * 1e-12 + 1e-300)
     rng = np.random.default_rng(seed)
-    val = np.asarray(codes_val, np.float64) - mean
+    val_rows = np.arange(len(codes_val))
     k, gap = _spectral_gap(lam, k_max, gap_ratio)
     spikes, spike_gap = _spikes(lam, codes_fit.shape[0], k_max)
     if spikes > k:
@@ -294,9 +294,9 @@ def find_frame(
         del zb
         # Its principal and its FastICA components are tested (a law with clusters can look
         # Gaussian along every one of either).
-        vb = val @ white
+        vb = _project32(codes_val, val_rows, mean, white)
         if max(np.max(ks_normal(vb)), np.max(ks_normal(vb @ wb.T))) < ks_critical(
-            len(val), alpha / d
+            len(vb), alpha / d
         ):
             k = 0
     u = q[:, k:]
@@ -307,7 +307,7 @@ def find_frame(
     active = int(np.sum(lam[k:] > lam[0] * RANK_RTOL))
     white = u[:, :active] / scale[:active]
     zs = _projected(codes_fit, rows, mean, white, mesh)
-    zv = jnp.asarray(val @ white, jnp.float32)
+    zv = _projected(codes_val, val_rows, mean, white, None)
     layers, info = _gaussianise(
         zs, zv, alpha=alpha, knots=knots, rng=rng, ica_sample=ica_sample, mesh=mesh
     )
@@ -479,9 +479,19 @@ def _column_quantiles(z, rotation, levels) -> np.ndarray:
     return np.concatenate(out, axis=1).T
 
 
+def _rotated_ks(zv, rotation) -> np.ndarray:
+    """:func:`ks_normal` of the columns of ``zv @ rotation`` ``[m]``, a group of columns at a
+    time (the held-out rows grow with N: no ``[n, m]`` float64 copies)."""
+    out = []
+    for j in range(0, rotation.shape[1], QUANTILE_GROUP):
+        r = jnp.asarray(rotation[:, j : j + QUANTILE_GROUP], jnp.float32)
+        out.append(ks_normal(np.asarray(zv @ r, np.float64)))
+    return np.concatenate(out)
+
+
 def _marginal_layer(zs, zv, rotation, alpha, knots):
     m = zs.shape[1]
-    ks = ks_normal(np.asarray(zv, np.float64) @ rotation)
+    ks = _rotated_ks(zv, rotation)
     sig = ks >= ks_critical(zv.shape[0], alpha / m)
     if not sig.any():
         return None, 0
