@@ -275,3 +275,27 @@ def test_pursuit_validates_like_the_other_methods():
         aeot.fit(key, np.where(codes > 3.5, np.nan, codes), method="pursuit")
     assert aeot.resolve_method("auto", 40) == "pursuit"
     assert aeot.resolve_method("auto", 40, prior=Gaussian(scale=2.0)) == "debiased"
+
+
+def test_every_fitting_code_counts_in_the_layers():
+    """30,000 fitting codes, more than FastICA's first-pass sample: the principal layer's outer
+    knots are the minimum and maximum over all of them (a subsample would miss the extremes),
+    and the held-out split grows with N beyond 100,000 codes."""
+    rng = np.random.default_rng(3)
+    d, n = 34, 30_000
+    codes = rng.laplace(size=(n, d)).astype(np.float32)
+    codes[n - 1, 0] = 40.0  # one extreme fitting code
+    frame, report = pursuit.find_frame(
+        codes, codes[:2000], fit_rows=np.arange(2000, n), ica_sample=5000
+    )
+    assert report.layers[:2] == [("principal", 0), ("ica", d)], report.layers  # the control
+    layer = next(lay for lay in frame.layers if isinstance(lay, pursuit.MarginalLayer))
+    mean = codes.astype(np.float64).mean(0)
+    z = (codes[2000:].astype(np.float64) - mean) @ np.asarray(frame.basis, np.float64)
+    c = (z / np.asarray(frame.scale, np.float64)) @ np.asarray(layer.rotation, np.float64)
+    y = np.asarray(layer.marginal.y, np.float64)
+    np.testing.assert_allclose(y[:, -1], c.max(0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(y[:, 0], c.min(0), rtol=1e-3, atol=1e-4)
+    assert pursuit.held_out_size(20_000) == 4000
+    assert pursuit.held_out_size(100_000) == 10_000
+    assert pursuit.held_out_size(1_000_000) == 100_000
