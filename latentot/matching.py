@@ -204,7 +204,8 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
         ``jax.jit``) to build one map per distinct weight vector (a looping path with the same
         number of frames per segment repeats its weights every segment), once, while tracing.
         A traced t (a jit argument) is fast too wherever the tables can be built while
-        tracing (a concrete prior; ``method`` ``"auto"`` or ``"fft"``; not for heavy tails):
+        tracing (a prior with concrete parameters, and ``method="fft"``, or ``"auto"`` for a
+        light-tailed prior without a closed form):
         the tables of 129 nodes along each kind of segment are built once (and cached), and
         each frame's map is their cubic interpolant at its fraction of a segment
         (:func:`latentot.transport.family_transport_map`; within about 1e-4 of the frame's own

@@ -112,9 +112,13 @@ def spline_family(t, num_keyframes: int, *, closed: bool = False, num_nodes: int
     kind = xp.zeros(i.shape, np.int32)
     if not closed:
         kind = xp.where(i == 0, 0, xp.where(i == k - 2, len(segments) - 1, 1)).astype(np.int32)
-    # u = (2 / π) arcsin √s, through arctan2 so that both ends keep their precision.
-    pos = (2 / np.pi) * xp.arctan2(xp.sqrt(s), xp.sqrt(1 - s)) * (m - 1)
-    pos = xp.where(xp.isfinite(t), xp.clip(pos, 0, m - 1), t * 0 + np.nan)
+    # u = (2 / π) arcsin √s, through arctan2 so that both ends keep their precision; at the
+    # ends themselves (the keyframes) through a safe value, so that gradients stay finite.
+    inside = (s > 0) & (s < 1)
+    safe_s = xp.where(inside, s, 0.5)
+    u = (2 / np.pi) * xp.arctan2(xp.sqrt(safe_s), xp.sqrt(1 - safe_s))
+    pos = xp.clip(xp.where(inside, u, xp.where(s >= 1, 1, 0)) * (m - 1), 0, m - 1)
+    pos = xp.where(xp.isfinite(t), pos, t * 0 + np.nan)
     return nodes, kind, pos
 
 

@@ -145,7 +145,11 @@ def test_bad_concrete_t_raises_naming_t(t, closed):
         lo.matched_spline(lo.Gaussian(), kf, np.asarray(t), closed=closed)
 
 
-@pytest.mark.parametrize("prior, closed", [(lo.Laplace(), True), (lo.Logistic(), False)], ids=str)
+@pytest.mark.parametrize(
+    "prior, closed",
+    [(lo.Laplace(), True), (lo.Logistic(), False)],
+    ids=["laplace-closed", "logistic-open"],
+)
 def test_traced_t_interpolates_tables_built_while_tracing(prior, closed):
     """A traced t runs no FFT: each frame interpolates the tables of nodes along its segment.
 
