@@ -20,9 +20,9 @@ Two measurements, both in one run:
    numerical light-tailed priors use the FFT-lattice map; ``--old`` also times the quadrature
    map (the previous default) on the same calls. Target: within 10× of the Gaussian.
 4. Grids and keyframe paths as the README uses them (d = 100, a 5 × 5 grid, a 120-frame loop
-   with a NumPy t), per prior, eager and jitted, first and later calls, as a ratio to the same
-   call under the Gaussian prior (``--grids-only`` runs this part alone;
-   :func:`bench_grids_paths`). Target: within 10× of the Gaussian.
+   with a NumPy t, and the same loop with t a jit argument), per prior, eager and jitted, first
+   and later calls, as a ratio to the same call under the Gaussian prior (``--grids-only``
+   runs this part alone; :func:`bench_grids_paths`). Target: within 10× of the Gaussian.
 
 Each timing is the median of ``--repeats`` runs after a warm-up run, with ``block_until_ready``.
 
@@ -398,27 +398,34 @@ def bench_grids_paths(repeats: int, dim: int = 100, n: int = 5, frames: int = 12
     ``jit``/``eager``: later calls, median of ``repeats``. Paths use a NumPy t: ``frames``
     frames of a loop through 8 keyframes (``frames / 8`` per segment, 8 distinct weight
     vectors when that is whole), and ``odd t``: ``frames`` frames at t = 8 j / (frames - 1)
-    (nearly every frame its own weight vector).
+    (nearly every frame its own weight vector); ``path traced t`` is the odd-t path with t a
+    jit argument (tables interpolated along the segments, no table built per call).
     """
     t = np.arange(frames) * 8 / frames
     odd = np.arange(frames) * 8 / (frames - 1)
+    spline = lt.matched_spline
     out = {}
     for name, prior in GRID_PATH_PRIORS.items():
         corners = prior.sample(jax.random.key(0), (4, dim), jnp.float32)
         keys = prior.sample(jax.random.key(1), (8, dim), jnp.float32)
         calls = {
-            "grid": (lambda c, p=prior: lt.matched_grid(p, c, n), corners),
-            "path": (lambda k, p=prior: lt.matched_spline(p, k, t, closed=True), keys),
-            "path odd t": (lambda k, p=prior: lt.matched_spline(p, k, odd, closed=True), keys),
+            "grid": (lambda c, p=prior: lt.matched_grid(p, c, n), (corners,)),
+            "path": (lambda k, p=prior: spline(p, k, t, closed=True), (keys,)),
+            "path odd t": (lambda k, p=prior: spline(p, k, odd, closed=True), (keys,)),
+            "path traced t": (
+                lambda k, s, p=prior: spline(p, k, s, closed=True),
+                (keys, jnp.asarray(odd, jnp.float32)),
+            ),
         }
         row = {}
-        for case, (fn, arg) in calls.items():
+        for case, (fn, args) in calls.items():
             jitted = jax.jit(fn)
             start = time.perf_counter()
-            jax.block_until_ready(jitted(arg))
+            jax.block_until_ready(jitted(*args))
             row[f"{case} first"] = time.perf_counter() - start
-            row[f"{case} jit"] = _median_time(lambda f=jitted, a=arg: f(a), repeats)
-            row[f"{case} eager"] = _median_time(lambda f=fn, a=arg: f(a), repeats)
+            row[f"{case} jit"] = _median_time(lambda f=jitted, a=args: f(*a), repeats)
+            if case != "path traced t":  # eager, t is concrete
+                row[f"{case} eager"] = _median_time(lambda f=fn, a=args: f(*a), repeats)
         out[name] = row
     base = out["gaussian"]
     for row in out.values():

@@ -33,6 +33,7 @@ import numpy as np
 from latentot import _checks, ops, splines
 from latentot._promotion import half_in_float32
 from latentot._sharding import apply_map
+from latentot.transport import family_transport_map as transport_map_family
 from latentot.transport import transport_map
 
 __all__ = [
@@ -201,8 +202,15 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
       keyframes: ``[K, ..., d]``, K >= 2.
       t: ``[T]``; as in :func:`latentot.spline`. Pass a concrete t (a NumPy array, even under
         ``jax.jit``) to build one map per distinct weight vector (a looping path with the same
-        number of frames per segment repeats its weights every segment), once, while tracing;
-        a traced t builds one map per frame on every call.
+        number of frames per segment repeats its weights every segment), once, while tracing.
+        A traced t (a jit argument) is fast too wherever the tables can be built while
+        tracing (a prior with concrete parameters, and ``method="fft"``, or ``"auto"`` for a
+        light-tailed prior without a closed form):
+        the tables of 129 nodes along each kind of segment are built once (and cached), and
+        each frame's map is their cubic interpolant at its fraction of a segment
+        (:func:`latentot.transport.family_transport_map`; within about 1e-4 of the frame's own
+        table, exact at the keyframes). Otherwise a traced t builds one map per frame on
+        every call.
       closed: loop with period K.
       **map_kwargs: passed to :func:`latentot.transport_map`.
 
@@ -215,6 +223,16 @@ def matched_spline(prior, keyframes, t, *, closed: bool = False, **map_kwargs) -
     y = splines.combine_frames(kf, index, weight)
     weight = weight.astype(y.dtype)  # NumPy for a concrete t: equal maps are then shared
     w = weight.reshape(weight.shape[0], *(1,) * (y.ndim - 2), 4)
+    if _checks.concrete(t) is None and set(map_kwargs) <= {"method", "num_grid"}:
+        # A traced t: the frames' weights lie on a few concrete curves (one per kind of
+        # segment), whose tables are built while tracing; each frame interpolates them.
+        nodes, kind, pos = splines.spline_family(t, kf.shape[0], closed=closed)
+        lead = (1,) * (y.ndim - 2)
+        T = transport_map_family(
+            prior, w, nodes, kind.reshape(-1, *lead), pos.reshape(-1, *lead), **map_kwargs
+        )
+        if T is not None:
+            return apply_map(T, y)
     return _map_frames(prior, w, y, map_kwargs)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from latentot import _checks
 from latentot._promotion import half_in_float32
 
-__all__ = ["spline", "spline_weights"]
+__all__ = ["spline", "spline_family", "spline_weights"]
 
 
 def spline_weights(t, num_keyframes: int, *, closed: bool = False):
@@ -45,6 +45,13 @@ def spline_weights(t, num_keyframes: int, *, closed: bool = False):
       into the first occurrence and zeroed).
     """
     k = _checks.check_positive_int("num_keyframes", num_keyframes, minimum=2)
+    xp, t, i, s = _locate(t, k, closed)
+    s = xp.where(xp.isfinite(t), s, t)  # a non-finite traced t gives NaN weights (documented)
+    return _segment_weights(i, s, k, closed, xp)
+
+
+def _locate(t, k: int, closed: bool):
+    """``(xp, t, i, s)``: NumPy or jax.numpy, t, and each frame's segment and fraction."""
     ct = _checks.concrete(t)
     xp, t = (np, ct) if ct is not None else (jnp, t)
     safe = xp.where(xp.isfinite(t), t, 0)
@@ -56,8 +63,12 @@ def spline_weights(t, num_keyframes: int, *, closed: bool = False):
         u = xp.clip(safe, 0, k - 1)
         i = xp.clip(xp.floor(u), 0, k - 2)
         s = u - i
-    s = xp.where(xp.isfinite(t), s, t)  # a non-finite traced t gives NaN weights (documented)
-    i = i.astype(np.int32)
+    return xp, t, i.astype(np.int32), s
+
+
+def _segment_weights(i, s, k: int, closed: bool, xp):
+    """Keyframe indices and merged weights ``[T, 4]`` of segments ``i`` ``[T]`` at fractions
+    ``s`` ``[T]``."""
     raw = i[:, None] + xp.arange(-1, 3, dtype=np.int32)
     index = raw % k if closed else xp.clip(raw, 0, k - 1)
     s2, s3 = s * s, s * s * s
@@ -67,6 +78,48 @@ def spline_weights(t, num_keyframes: int, *, closed: bool = False):
     first = ~xp.any(same & earlier, axis=-1)  # no earlier entry with the same keyframe
     merged = xp.where(first, xp.sum(xp.where(same, c[:, None, :], 0), -1), 0)
     return index, merged
+
+
+def spline_family(t, num_keyframes: int, *, closed: bool = False, num_nodes: int = 129):
+    """The frames' weights as points of a few one-parameter families of weight vectors.
+
+    Inside segment i a frame's merged weights are a polynomial in its fraction s, and the
+    segments of one path come in at most three kinds with different merging: the first and
+    the last segment of an open path (their clamped neighbour merged) and all others (every
+    segment of a closed path is of one kind). The law of a frame therefore depends on its kind
+    and s only. The nodes are s_j = sin²(π u_j / 2) at u_j = j / (M - 1), dense near s = 0
+    and 1, where the law changes fastest.
+
+    Args:
+      t: ``[T]`` parameters (traced or concrete).
+      num_keyframes: K >= 2 (static).
+      closed: loop with period K.
+      num_nodes: M, nodes per kind (static, >= 4).
+
+    Returns:
+      ``(nodes, kind, pos)``: the weights ``[V, M, 4]`` (NumPy float64) of every kind at every
+      node, and per frame its kind ``[T]`` (int32) and its position ``[T]`` in node units
+      (u (M - 1), in [0, M - 1]; NaN for a non-finite t).
+    """
+    k = _checks.check_positive_int("num_keyframes", num_keyframes, minimum=2)
+    m = _checks.check_positive_int("num_nodes", num_nodes, minimum=4)
+    segments = [0] if closed else sorted({0, min(1, k - 2), k - 2})
+    s_nodes = np.sin(np.pi * np.linspace(0.0, 1.0, m) / 2) ** 2
+    nodes = np.stack(
+        [_segment_weights(np.full(m, i, np.int32), s_nodes, k, closed, np)[1] for i in segments]
+    )
+    xp, t, i, s = _locate(t, k, closed)
+    kind = xp.zeros(i.shape, np.int32)
+    if not closed:
+        kind = xp.where(i == 0, 0, xp.where(i == k - 2, len(segments) - 1, 1)).astype(np.int32)
+    # u = (2 / π) arcsin √s, through arctan2 so that both ends keep their precision; at the
+    # ends themselves (the keyframes) through a safe value, so that gradients stay finite.
+    inside = (s > 0) & (s < 1)
+    safe_s = xp.where(inside, s, 0.5)
+    u = (2 / np.pi) * xp.arctan2(xp.sqrt(safe_s), xp.sqrt(1 - safe_s))
+    pos = xp.clip(xp.where(inside, u, xp.where(s >= 1, 1, 0)) * (m - 1), 0, m - 1)
+    pos = xp.where(xp.isfinite(t), pos, t * 0 + np.nan)
+    return nodes, kind, pos
 
 
 def check_keyframes(keyframes, t, closed: bool):

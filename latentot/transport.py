@@ -43,6 +43,7 @@ __all__ = [
     "TabulatedMap",
     "TransportMap",
     "UniformPairMap",
+    "family_transport_map",
     "quantile_map",
     "transport_map",
 ]
@@ -159,6 +160,27 @@ class LatticeMap:
         flat = self.rows.reshape(*lead, *batch, 1) * nseg + i
         A = self.A.reshape(-1).at[flat].get(mode="promise_in_bounds")
         return A + self.B.reshape(-1).at[flat].get(mode="promise_in_bounds") * x
+
+
+@_dataclass
+class BlendedMap:
+    """A map interpolated between the maps of neighbouring members of a family of weights.
+
+    T(x) = Σ_p coef[..., p] · T_p(x) with T_p the :class:`LatticeMap` ``parts[p]`` (shared
+    tables, one row per batch entry). With ``coef`` the Lagrange weights of a point of a
+    one-parameter family of weight vectors at its nearest nodes, this is the family's map
+    interpolated along the family (:func:`family_transport_map`).
+    """
+
+    parts: tuple  # P LatticeMaps with rows, batch [*B]
+    coef: jax.Array  # [*B, P]
+
+    def __call__(self, x):
+        out = None
+        for p, part in enumerate(self.parts):
+            term = self.coef[..., p, None] * part(x)
+            out = term if out is None else out + term
+        return out
 
 
 def _lookup(A, B, batch, i, x):
@@ -297,6 +319,87 @@ def transport_map(
 
 
 _METHODS = ("auto", "closed", "fft", "quadrature", "numerical")
+
+
+def family_transport_map(
+    prior, weights, nodes, kind, pos, *, method: str = "auto", num_grid: int | None = None
+) -> TransportMap | None:
+    """The maps of traced weight vectors that lie on a few concrete one-parameter families.
+
+    Keyframe paths with a traced t are such a case (:func:`latentot.splines.spline_family`):
+    every frame's weights are a point of one of at most three curves in weight space. The FFT
+    tables of every node of every curve are built once, while tracing (and cached like those
+    of any concrete weights, see :func:`transport_map`), and each batch entry's map is the
+    cubic Lagrange interpolant, along its curve, of the maps of the four nearest nodes
+    (:class:`BlendedMap`). The compiled program thus looks up four tables per point instead of
+    building a table per batch entry (per frame) on every call.
+
+    Args:
+      prior: any prior.
+      weights: ``[*B, k]``, the batch's own weights (traced); only their sums are used (the
+        prior's location is applied through them).
+      nodes: ``[V, M, k]`` (concrete), the weight vectors at M >= 4 nodes along each of V
+        curves; the curves' maps should be smooth in the node coordinate.
+      kind: ``[*B]`` int, each batch entry's curve.
+      pos: ``[*B]``, each batch entry's position along its curve in node units, in [0, M - 1]
+        (a non-finite position gives a NaN map).
+      method: as in :func:`transport_map`; ``"auto"`` and ``"fft"`` interpolate the tables.
+      num_grid: lattice cells of each node's table (default 4096).
+
+    Returns:
+      A :class:`TransportMap`, or ``None`` where the tables cannot be built while tracing (a
+      closed form applies, the method asks for another map, the prior's parameters are
+      traced, or, for ``"auto"``, its tails are heavy); the caller then uses
+      :func:`transport_map`.
+    """
+    _checks.check_prior(prior)
+    if method not in ("auto", "fft"):
+        return None
+    std, loc, scale = _priors.standardize(prior)
+    leaves = jax.tree_util.tree_leaves(std)
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return None
+    nodes = np.asarray(nodes, np.float64)
+    if nodes.ndim != 3 or nodes.shape[1] < 4:
+        raise ValueError(f"nodes must be [V, M, k] with M >= 4, got shape {nodes.shape}")
+    w = _checks.as_float("weights", weights)
+    dtype = compute_dtype(w.dtype)
+    w = w.astype(dtype)
+    if method == "auto" and (
+        _closed_form(std, jnp.zeros(nodes.shape[-1], dtype)) is not None or not _light_tailed(std)
+    ):
+        return None
+    if num_grid is not None:
+        num_grid = _checks.check_positive_int("num_grid", num_grid, minimum=64)
+    num_kinds, m = nodes.shape[:2]
+    with jax.ensure_compile_time_eval():
+        tables = _lattice(std, nodes.astype(dtype), nodes.astype(dtype), num_grid=num_grid or 4096)
+    rows = tables.rows.reshape(num_kinds * m)  # row of node j of curve v: rows[v * m + j]
+    y0, h = tables.y0.reshape(-1), tables.h.reshape(-1)
+    # The four nodes j0 … j0 + 3 around each position (fewer near the ends: the window is
+    # clamped inside [0, M - 1]) and their cubic Lagrange weights.
+    pos = jnp.asarray(pos, dtype)
+    finite = jnp.isfinite(pos)
+    p = jnp.where(finite, jnp.clip(pos, 0, m - 1), 0)
+    j0 = jnp.clip(jnp.floor(p).astype(jnp.int32) - 1, 0, m - 4)
+    x = p - j0.astype(dtype)
+    coef = jnp.stack(
+        [
+            -(x - 1) * (x - 2) * (x - 3) / 6,
+            x * (x - 2) * (x - 3) / 2,
+            -x * (x - 1) * (x - 3) / 2,
+            x * (x - 1) * (x - 2) / 6,
+        ],
+        -1,
+    )
+    coef = jnp.where(finite[..., None], coef, jnp.nan)
+    first = jnp.asarray(kind, jnp.int32) * m + j0
+    parts = tuple(
+        LatticeMap(y0[first + q], h[first + q], tables.A, tables.B, rows[first + q])
+        for q in range(4)
+    )
+    low, high = _priors.support(prior)
+    return TransportMap(BlendedMap(parts, coef), loc, scale, jnp.sum(w, -1), low, high)
 
 
 def _lattice(std, w, cw, *, num_grid):

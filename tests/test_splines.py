@@ -143,3 +143,25 @@ def test_bad_concrete_t_raises_naming_t(t, closed):
         lo.spline(kf, np.asarray(t), closed=closed)
     with pytest.raises(ValueError, match=r"\bt\b"):
         lo.matched_spline(lo.Gaussian(), kf, np.asarray(t), closed=closed)
+
+
+@pytest.mark.parametrize(
+    "prior, closed",
+    [(lo.Laplace(), True), (lo.Logistic(), False)],
+    ids=["laplace-closed", "logistic-open"],
+)
+def test_traced_t_interpolates_tables_built_while_tracing(prior, closed):
+    """A traced t runs no FFT: each frame interpolates the tables of nodes along its segment.
+
+    The frames agree with the maps of their own weights (a concrete t) to 1e-4, keyframes
+    exactly, and a non-finite t gives a NaN frame.
+    """
+    kf = prior.sample(KEY, (4, 64))
+    t = np.asarray([0.0, 0.3, 0.5, 1.25, 2.03, 2.9, 3.0, np.nan], np.float32)
+    f = jax.jit(lambda k, s: lo.matched_spline(prior, k, s, closed=closed))
+    assert "fft" not in f.lower(kf, jnp.asarray(t)).as_text().lower()
+    traced = np.asarray(f(kf, jnp.asarray(t)))
+    own = lo.matched_spline(prior, kf, t[:-1], closed=closed)
+    np.testing.assert_allclose(traced[:-1], own, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(traced[[0, 6]], kf[np.asarray([0, 3])])
+    assert np.all(np.isnan(traced[-1]))
