@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import latentot as lo  # noqa: E402
 from latentot import aeot  # noqa: E402
+from latentot.aeot import pursuit  # noqa: E402
 from latentot.aeot import train as train_mod  # noqa: E402
 from latentot.aeot.losses import regression_loss  # noqa: E402
 
@@ -429,6 +430,18 @@ def check_auto_method_on_any_mesh():
     deb = aeot.fit(jax.random.key(3), _codes(32 * n), mesh=explicit, method="debiased", **small)
     assert np.all(np.isfinite(deb.history["loss"]))
     _log("  debiased on an Explicit mesh ok")
+    # The rows of a global array gathered on the devices (the search across processes): each
+    # device's block from every device's rows, in the given order, sharded by rows.
+    sharded = jax.device_put(codes, NamedSharding(MESH, P("data")))
+    pick = np.sort(rng.choice(rows, 64 * n, replace=False))
+    got = pursuit._gather_projected(sharded, pick, None, None, MESH, codes.dtype)
+    assert got.sharding.is_equivalent_to(NamedSharding(MESH, P("data")), 2), got.sharding
+    np.testing.assert_array_equal(np.asarray(got), codes[pick])
+    mean, white = codes.mean(0), q[:, :5]
+    got = pursuit._gather_projected(sharded, pick[::-1], mean, white, MESH)
+    want = (codes[pick[::-1]].astype(np.float64) - mean) @ white
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    _log("  rows gathered on the devices ok")
 
 
 if __name__ == "__main__":

@@ -254,8 +254,11 @@ def find_frame(
     ``mesh``), so the search holds at most about the codes' size again.
 
     Args:
-      codes_fit: ``[N, d]`` codes; the moments use every row, the fits ``fit_rows``.
-      codes_val: ``[M, d]`` held-out codes for the normality tests.
+      codes_fit: ``[N, d]`` codes; the moments use every row, the fits ``fit_rows``. A host
+        array, or with a ``mesh`` across processes also a global ``jax.Array`` sharded by
+        rows (its rows are then gathered on the devices, each process adding its own).
+      codes_val: ``[M, d]`` held-out codes for the normality tests (a host array, the same
+        on every process).
       fit_rows: the rows of ``codes_fit`` to fit on (default: all).
       k_max: the learned block has at most this many dimensions.
       gap_ratio: an eigenvalue ratio λᵢ / λᵢ₊₁ at least this large is a gap.
@@ -263,15 +266,16 @@ def find_frame(
       knots: knots of each monotone map.
       seed: seed of FastICA's first-pass sample and of the covariance correction's draws.
       ica_sample: see :data:`ICA_SAMPLE`.
-      mesh: a mesh of this process's devices (Auto axes): the fitting rows are sharded over
-        all its axes (cut to a multiple of its size) and every sum is reduced across them.
+      mesh: a mesh (Auto axes), of this process's devices or across processes: the fitting
+        rows are sharded over all its axes (cut to a multiple of its size) and every sum and
+        quantile is reduced across them, so every process builds the same frame.
       code_moments: :func:`moments` of ``codes_fit`` if the caller has them (one pass fewer
         over the codes).
 
     Returns:
       ``(frame, report)``.
     """
-    codes_fit = np.asarray(codes_fit)
+    codes_fit = codes_fit if _is_global(codes_fit) else np.asarray(codes_fit)
     rows = np.arange(codes_fit.shape[0]) if fit_rows is None else np.asarray(fit_rows)
     if mesh is not None:
         rows = rows[: len(rows) - len(rows) % mesh.size]
@@ -338,6 +342,8 @@ def _projected(codes, rows, mean, basis, mesh: Mesh | None, chunk=16384) -> jax.
     over every axis of ``mesh``, built a chunk (or a shard) at a time: the host holds a chunk,
     never the whole projection."""
     shape = (len(rows), basis.shape[1])
+    if _is_global(codes):
+        return _gather_projected(codes, rows, mean, basis, mesh)
     if mesh is not None:
         sharding = NamedSharding(mesh, P(tuple(mesh.axis_names)))
         return jax.make_array_from_callback(
@@ -350,6 +356,77 @@ def _projected(codes, rows, mean, basis, mesh: Mesh | None, chunk=16384) -> jax.
     return out
 
 
+def _is_global(codes) -> bool:
+    """``codes`` is a ``jax.Array`` of which this process holds only some rows."""
+    return isinstance(codes, jax.Array) and not codes.is_fully_addressable
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "dtype"))
+def _gather(codes, rows, mean, basis, mesh, dtype):
+    """:func:`_gather_projected`: device ``b`` of the mesh receives, in step ``b``, the rows
+    ``rows[b · block : (b + 1) · block]``, each from the device that holds it."""
+    axes = tuple(mesh.axis_names)
+    block = rows.shape[0] // mesh.size
+    width = codes.shape[1] if basis is None else basis.shape[1]
+
+    def local(c, rows, mean, basis):
+        me = lax.axis_index(axes)
+        n = c.shape[0]
+
+        def one(b, out):
+            idx = lax.dynamic_slice_in_dim(rows, b * block, block) - me * n
+            mine = (idx >= 0) & (idx < n)
+            y = c[jnp.clip(idx, 0, n - 1)]
+            if basis is not None:
+                y = y.astype(jnp.float32) - mean
+                y = jnp.matmul(y, basis, precision=lax.Precision.HIGHEST)
+            y = lax.psum(jnp.where(mine[:, None], y, 0), axes)  # one device holds each row
+            return jnp.where(b == me, y.astype(dtype), out)
+
+        return lax.fori_loop(0, mesh.size, one, jnp.zeros((block, width), dtype))
+
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axes), P(), P(), P()),
+        out_specs=P(axes),
+        check_vma=False,
+    )(codes, rows, mean, basis)
+
+
+def _gather_projected(codes, rows, mean, basis, mesh: Mesh, dtype=jnp.float32) -> jax.Array:
+    """``(codes[rows] − mean) @ basis`` ``[n, r]`` of ``codes`` ``[N, d]`` sharded by rows over
+    every axis of ``mesh`` (float32 on the devices), sharded the same way (n a multiple of the
+    mesh's size); with ``basis`` None the rows themselves. Each device's block of rows is
+    assembled in turn from every device's own rows (a sum with one non-zero term per row), so
+    no device holds more than a block of the ``n`` rows."""
+    return _gather(
+        codes,
+        np.asarray(rows, np.int32),
+        None if basis is None else np.asarray(mean, np.float32),
+        None if basis is None else np.asarray(basis, np.float32),
+        mesh,
+        dtype,
+    )
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """``x`` as a NumPy array on every process: itself when this process holds all of it,
+    else gathered from every process (a row-sharded array across processes)."""
+    if x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+@functools.partial(jax.jit, static_argnames="sharding")
+def _take(z, pick, sharding):
+    """``z[pick]`` laid out by ``sharding`` (e.g. replicated: the held-out rows of a global
+    array on every process)."""
+    return jax.lax.with_sharding_constraint(z[pick], sharding)
+
+
 def _ica(z: jax.Array, rng, ica_sample: int, mesh: Mesh | None) -> np.ndarray:
     """FastICA's W ``[m, m]`` of whitened rows ``z`` ``[n, m]`` on the device: from FOBI's
     start on all rows, or on ``max(ica_sample, 4 m²)`` random rows first when n is larger, and
@@ -360,8 +437,11 @@ def _ica(z: jax.Array, rng, ica_sample: int, mesh: Mesh | None) -> np.ndarray:
         first -= first % mesh.size
     if n <= first:
         return fast_ica(z, mesh=mesh)
-    pick = jnp.asarray(np.sort(rng.choice(n, first, replace=False)))
-    sample = z[pick] if mesh is None else jax.device_put(z[pick], z.sharding)
+    pick = np.sort(rng.choice(n, first, replace=False))
+    if mesh is None:
+        sample = z[jnp.asarray(pick)]
+    else:
+        sample = _gather_projected(z, pick, None, None, mesh, z.dtype)
     w = fast_ica(sample, mesh=mesh)
     del sample
     return fast_ica(z, start=w, mesh=mesh)
@@ -423,7 +503,14 @@ def _spikes(lam, n, k_max):
 
 def moments(codes, rows=None, chunk=16384):
     """The mean ``[d]`` and covariance ``[d, d]`` (divided by N) of ``codes[rows]`` ``[N, d]``
-    (default: every row), accumulated in float64 over chunks of rows (no copy of the codes)."""
+    (default: every row), accumulated in float64 over chunks of rows (no copy of the codes).
+
+    A ``jax.Array`` of which this process holds only some rows (``rows`` None): each process
+    sums its own rows in float64 and the sums are added across processes."""
+    if _is_global(codes):
+        if rows is not None:
+            raise ValueError("moments of some rows of a global array are not supported")
+        return _global_moments(codes, chunk)
     rows = np.arange(codes.shape[0]) if rows is None else rows
     d = codes.shape[1]
     acc = np.zeros(d)
@@ -435,6 +522,32 @@ def moments(codes, rows=None, chunk=16384):
         c = np.asarray(codes[rows[i : i + chunk]], np.float64) - mean
         cov += c.T @ c
     return mean, cov / len(rows)
+
+
+def _global_moments(codes: jax.Array, chunk: int):
+    """:func:`moments` of a row-sharded global array: float64 sums of this process's shards
+    (each row once), added across processes."""
+    from jax.experimental import multihost_utils
+
+    shards = [s.data for s in codes.addressable_shards if s.replica_id == 0]
+
+    def total(part):  # float64 through its bits: device arrays are float32 without x64
+        bits = np.ascontiguousarray(part, np.float64).view(np.uint32)
+        parts = np.asarray(multihost_utils.process_allgather(bits), np.uint32)
+        return np.sum(parts.view(np.float64), axis=0)
+
+    d = codes.shape[1]
+    acc = np.zeros(d)
+    for x in shards:
+        for i in range(0, x.shape[0], chunk):
+            acc += np.sum(np.asarray(x[i : i + chunk]), axis=0, dtype=np.float64)
+    mean = total(acc) / codes.shape[0]
+    cov = np.zeros((d, d))
+    for x in shards:
+        for i in range(0, x.shape[0], chunk):
+            c = np.asarray(x[i : i + chunk], np.float64) - mean
+            cov += c.T @ c
+    return mean, total(cov) / codes.shape[0]
 
 
 @functools.partial(jax.jit, static_argnames="inverse")
@@ -475,7 +588,7 @@ def _column_quantiles(z, rotation, levels) -> np.ndarray:
         part = rotation[:, j : j + QUANTILE_GROUP]
         r[:, : part.shape[1]] = part
         q = _projected_quantiles(z, jnp.asarray(r), jnp.asarray(levels, jnp.float32))
-        out.append(np.asarray(q, np.float64)[:, : part.shape[1]])
+        out.append(_to_host(q).astype(np.float64)[:, : part.shape[1]])
     return np.concatenate(out, axis=1).T
 
 
@@ -519,7 +632,7 @@ def _radial_layer(zs, zv, alpha, knots):
     ks = stats.kstest(rv, stats.chi(m).cdf).statistic
     if ks < ks_critical(len(rv), alpha):
         return None, 0
-    rs = np.asarray(_norms(zs), np.float64)
+    rs = _to_host(_norms(zs)).astype(np.float64)
     z = gaussian_knots(len(rs), knots)
     levels = special.ndtr(z)
     # ρ = F̂_r⁻¹ ∘ F_χ with the knot (0, 0) first: ρ(0) = 0 and ρ increasing from it, so the

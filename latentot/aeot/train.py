@@ -192,9 +192,9 @@ def resolve_method(method: str, dim: int, *, prior: Any = None, mesh: Mesh | Non
       ``method`` itself, or for ``"auto"``: ``"minibatch"`` when ``dim <=``
       :data:`AUTO_MINIBATCH_MAX_DIM`; ``"pursuit"`` when ``dim >=``
       :data:`AUTO_PURSUIT_MIN_DIM` and the prior is the standard Gaussian (the frame needs a
-      rotation-invariant prior), with or without a mesh of this process's devices (the frame
-      is found on the host, its learned block trains data-parallel on the mesh); else
-      ``"debiased"`` (also on a mesh that spans several processes).
+      rotation-invariant prior), with or without a mesh, also one across processes (every
+      statistic of the frame is reduced over the mesh, its learned block trains data-parallel
+      on it); else ``"debiased"``.
 
     Raises:
       ValueError: an unknown ``method``.
@@ -202,7 +202,7 @@ def resolve_method(method: str, dim: int, *, prior: Any = None, mesh: Mesh | Non
     if method == "auto":
         if dim <= AUTO_MINIBATCH_MAX_DIM:
             return "minibatch"
-        if dim >= AUTO_PURSUIT_MIN_DIM and _is_standard_gaussian(prior) and _one_process(mesh):
+        if dim >= AUTO_PURSUIT_MIN_DIM and _is_standard_gaussian(prior):
             return "pursuit"
         return "debiased"
     if method not in (*METHODS, "pursuit"):
@@ -324,10 +324,10 @@ def fit(
       prior: noise prior (default ``Gaussian()``); its ``dim``, when set, must equal d.
       method: ``"debiased"``, ``"minibatch"`` (Liu et al.'s Algorithm 1; see
         :mod:`latentot.aeot.targets`), ``"pursuit"`` (:mod:`latentot.aeot.pursuit`; needs
-        the standard Gaussian prior and no mesh) or ``"auto"`` (default): ``"minibatch"`` for
+        the standard Gaussian prior) or ``"auto"`` (default): ``"minibatch"`` for
         d ≤ :data:`AUTO_MINIBATCH_MAX_DIM`, ``"pursuit"`` from d =
-        :data:`AUTO_PURSUIT_MIN_DIM` under the standard Gaussian prior without a mesh, else
-        ``"debiased"`` (:func:`resolve_method`).
+        :data:`AUTO_PURSUIT_MIN_DIM` under the standard Gaussian prior (with or without a
+        mesh), else ``"debiased"`` (:func:`resolve_method`).
       steps: total number of training steps (including those of a resumed run).
       batch_size: LP size m (noise and code points per step, per device with a mesh);
         ``None`` for the method's default (:data:`METHOD_DEFAULTS`: 512 for ``"debiased"``,
@@ -380,7 +380,9 @@ def fit(
         ``docs/distributed.md``): each device draws ``batch_size`` noise points and codes from
         its own row shard of the codes and solves its own LPs; gradients are averaged over
         devices; parameters and optimiser state stay replicated. N must be divisible by the
-        number of devices; an array already sharded by rows is used in place.
+        number of devices; an array already sharded by rows is used in place. With a mesh
+        across processes, pass the same host array on every process or a global
+        ``jax.Array`` sharded by rows (``docs/distributed.md``).
       bounds: ``(low, high)``, scalars or ``[d]`` arrays with ``low < high``: a box that holds
         every code (pixels in [0, 1], a tanh bottleneck in [-1, 1]). The sampler is then fitted
         to ``logit((y − low) / (high − low))`` (codes within ``1e-6 · (high − low)`` of a face
@@ -427,11 +429,6 @@ def fit(
     method = resolve_method(method, dim, prior=prior, mesh=mesh)
     if method == "pursuit" and not _is_standard_gaussian(prior):
         raise ValueError(f'method="pursuit" needs the prior Gaussian(0, 1), got {prior!r}')
-    if method == "pursuit" and not _one_process(mesh):
-        raise ValueError(
-            'method="pursuit" needs a mesh of this process\'s devices (its frame is found on '
-            'the host); use method="debiased" across processes'
-        )
     mesh = _auto_axes(mesh)
     prior = _priors.Gaussian() if prior is None else prior
 
@@ -669,7 +666,7 @@ def _moment_corrected(sampler: Sampler, codes, rng) -> Sampler:
     """The debiased sampler followed by its moment correction
     (:func:`~latentot.aeot.pursuit.moment_correction`), as a frame with k = d; the sampler
     itself when its pushed moments already match the codes'."""
-    codes_np = np.asarray(codes)
+    codes_np = codes if _pursuit._is_global(codes) else np.asarray(codes)
     dim = codes_np.shape[1]
     mean, cov = _pursuit.moments(codes_np)
     z = sampler.prior.sample(rng, (MOMENT_DRAWS, dim), codes_np.dtype)
@@ -732,11 +729,20 @@ def _to_logits(name, y, box) -> np.ndarray:
 
 
 def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sampler:
-    """``method="pursuit"``: the frame of :func:`~latentot.aeot.pursuit.find_frame` (on the
-    host, from every code), and the ``"debiased"`` method on its k-dimensional block (when
-    k ≥ 2), data-parallel over ``mesh`` when one is given (the block's training rows are then
-    cut to a multiple of the device count; the frame is the same as without a mesh)."""
-    codes_np = np.asarray(codes)
+    """``method="pursuit"``: the frame of :func:`~latentot.aeot.pursuit.find_frame` (from
+    every code), and the ``"debiased"`` method on its k-dimensional block (when k ≥ 2),
+    data-parallel over ``mesh`` when one is given (the block's training rows are then cut to a
+    multiple of the device count; the frame is the same as without a mesh up to rounding).
+
+    Across processes the codes are either the same host array on every process (each process
+    reads the rows of its own devices from it) or a global ``jax.Array`` sharded by rows: its
+    moments are float64 sums of each process's rows added across processes, the held-out rows
+    are gathered to every process and the fitting and block rows are gathered on the devices,
+    sharded by rows over the mesh. Every process then builds the same frame."""
+    spread_out = _pursuit._is_global(codes)  # this process holds only its devices' rows
+    if spread_out and mesh is None:
+        raise ValueError("codes: a global array across processes needs mesh=")
+    codes_np = _shard_codes(codes, mesh) if spread_out else np.asarray(codes)
     if not np.issubdtype(codes_np.dtype, np.floating):
         raise ValueError(f"codes must be floating point, got dtype {codes_np.dtype}")
     n, dim = codes_np.shape
@@ -759,7 +765,7 @@ def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sam
         n_val = _pursuit.held_out_size(n)
         order = np.asarray(jax.random.permutation(k_split, n))
         val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-        held_out = codes_np[val_idx]
+        held_out = _held_out_rows(codes_np, val_idx, mesh) if spread_out else codes_np[val_idx]
     else:
         held_out, _ = _check_codes("validation_codes", validation_codes, 1, None)
         held_out = np.asarray(held_out)
@@ -788,7 +794,10 @@ def _fit_pursuit(rng, codes, validation_codes, mesh, training: _Training) -> Sam
     rows = np.arange(n) if fit_idx is None else fit_idx
     devices = 1 if mesh is None else mesh.size
     rows = rows[: len(rows) - len(rows) % devices]
-    block = _pursuit.project(codes_np, mean, basis, rows=rows).astype(codes_np.dtype)
+    if spread_out:  # the block's rows sharded over the mesh, each process projects its own
+        block = _pursuit._gather_projected(codes_np, rows, mean, basis, mesh, codes_np.dtype)
+    else:
+        block = _pursuit.project(codes_np, mean, basis, rows=rows).astype(codes_np.dtype)
     inner_val = _pursuit.project(held_out, mean, basis).astype(codes_np.dtype)
     if len(inner_val) < 4 or mesh is not None:
         inner_val = None
@@ -921,6 +930,11 @@ def _auto_axes(mesh: Mesh | None) -> Mesh | None:
     if types is not None and all(t == AxisType.Auto for t in types):
         return mesh
     return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
+
+
+def _held_out_rows(codes: jax.Array, rows: np.ndarray, mesh: Mesh) -> np.ndarray:
+    """``codes[rows]`` of a global array, on every process (NumPy, the codes' dtype)."""
+    return np.asarray(_pursuit._take(codes, np.asarray(rows, np.int32), NamedSharding(mesh, P())))
 
 
 def _shard_codes(codes, mesh: Mesh) -> jax.Array:
