@@ -130,9 +130,12 @@ def _ica_sums(z, w):
 #: fixed point, moved only by the re-orthogonalisation).
 ICA_SETTLED = 1e-2
 
-#: The symmetric pass stops when no further row has settled for this many steps: rows along
-#: Gaussian directions never settle (any rotation among them is as good), so waiting for them
-#: would spend the whole budget after the non-Gaussian directions were found.
+#: A pass that starts from directions already found (the refinement on every code after a
+#: first pass on a sample) stops when no further row has settled for this many steps: rows
+#: along Gaussian directions never settle (any rotation among them is as good), so waiting for
+#: them would spend the whole budget. A first pass gets no such stop: weakly non-Gaussian
+#: directions are found while the rows still turn (on the known-map mixture at d = 64, 6
+#: significant components after 200 steps against 1 after 20, with no row settled).
 ICA_PATIENCE = 20
 
 
@@ -200,7 +203,7 @@ def fast_ica(
     iterations: int = 200,
     tol: float = 1e-4,
     *,
-    patience: int = ICA_PATIENCE,
+    patience: int | None = None,
     start: str | np.ndarray = "fobi",
     chunk: int = ICA_CHUNK,
     mesh: Mesh | None = None,
@@ -215,9 +218,10 @@ def fast_ica(
       iterations: at most this many steps.
       tol: a row has converged when its ``|1 − |⟨w_new, w⟩||`` is below this; FastICA stops
         when every row has.
-      patience: the symmetric pass also stops when no further row has settled (changed by
-        less than :data:`ICA_SETTLED`) for this many steps; the settled rows are then refined
-        alone (the unsettled rows are Gaussian directions, completed to an orthogonal W).
+      patience: if given (e.g. :data:`ICA_PATIENCE`), the symmetric pass also stops when no
+        further row has settled (changed by less than :data:`ICA_SETTLED`) for this many
+        steps. Either way, when some rows settled and others did not, the settled rows are
+        refined alone (the others, Gaussian directions, are completed to an orthogonal W).
       start: ``"fobi"`` (:func:`fobi_start`), ``"random"`` (a random orthogonal matrix), or an
         ``[m, m]`` matrix with orthonormal rows.
       chunk: rows per chunk of the sums.
@@ -244,6 +248,7 @@ def fast_ica(
         w0 = np.asarray(start, np.float64)
         if w0.shape != (m, m):
             raise ValueError(f"start must be [{m}, {m}], got shape {w0.shape}")
+    patience = iterations if patience is None else patience
     w, change, steps = _symmetric_pass(
         jnp.asarray(w0, z.dtype), z, iterations, tol, patience, chunk, mesh
     )

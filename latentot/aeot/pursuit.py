@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy import special
 
-from latentot.aeot.ica import fast_ica, map_rows, row_sums
+from latentot.aeot.ica import ICA_PATIENCE, fast_ica, map_rows, row_sums
 from latentot.aeot.monotone import (
     MonotoneMap,
     gaussian_knots,
@@ -430,7 +430,8 @@ def _take(z, pick, sharding):
 def _ica(z: jax.Array, rng, ica_sample: int, mesh: Mesh | None) -> np.ndarray:
     """FastICA's W ``[m, m]`` of whitened rows ``z`` ``[n, m]`` on the device: from FOBI's
     start on all rows, or on ``max(ica_sample, 4 m²)`` random rows first when n is larger, and
-    then refined on all rows from there."""
+    then refined on all rows from there (stopping when no further direction settles,
+    :data:`~latentot.aeot.ica.ICA_PATIENCE`)."""
     n, m = z.shape
     first = max(ica_sample, 4 * m * m)
     if mesh is not None:
@@ -444,7 +445,7 @@ def _ica(z: jax.Array, rng, ica_sample: int, mesh: Mesh | None) -> np.ndarray:
         sample = _gather_projected(z, pick, None, None, mesh, z.dtype)
     w = fast_ica(sample, mesh=mesh)
     del sample
-    return fast_ica(z, start=w, mesh=mesh)
+    return fast_ica(z, start=w, mesh=mesh, patience=ICA_PATIENCE)
 
 
 def _spectral_gap(lam, k_max, gap_ratio):
