@@ -278,9 +278,10 @@ def test_pursuit_validates_like_the_other_methods():
 
 
 def test_every_fitting_code_counts_in_the_layers():
-    """30,000 fitting codes, more than FastICA's first-pass sample: the principal layer's outer
-    knots are the minimum and maximum over all of them (a subsample would miss the extremes),
-    and the held-out split grows with N beyond 100,000 codes."""
+    """28,000 fitting codes, more than FastICA's first-pass sample here and the 20,000 that the
+    search once subsampled: the first marginal layer's (the FastICA layer's) outer knots are the
+    minimum and maximum over all of them (a subsample would miss the extremes), and the
+    held-out split grows with N beyond 100,000 codes."""
     rng = np.random.default_rng(3)
     d, n = 34, 30_000
     codes = rng.laplace(size=(n, d)).astype(np.float32)
